@@ -1,0 +1,76 @@
+"""The one attention function of the decoder family, and its masks.
+
+Every attention call in pragjax goes through `attention`. It dispatches to
+`jax.nn.dot_product_attention` (XLA on CPU/TPU, cuDNN selectable on GPU) or,
+when logits must be soft-capped (Gemma-2) or `implementation="explicit"`,
+to an explicit einsum path with the same masks and float32 softmax.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def make_attention_mask(
+    q_slots: Int[Array, "B T"],
+    k_slots: Int[Array, "B S"],
+    k_valid: Bool[Array, "B S"],
+    *,
+    q_positions: Int[Array, "B T"] | None = None,
+    k_positions: Int[Array, "B S"] | None = None,
+    sliding_window: int | None = None,
+    q_segments: Int[Array, "B T"] | None = None,
+    k_segments: Int[Array, "B S"] | None = None,
+) -> Bool[Array, "B 1 T S"]:
+  """Causal + padding (+ sliding-window, + segment) mask.
+
+  Causality is by slot (index in the sequence or KV cache). The sliding
+  window is by position: key k is visible to query q iff
+  `pos(q) - pos(k) < sliding_window` (the window counts the query itself),
+  which equals the slot rule for contiguous tokens and stays right when the
+  cache holds padding between prompt and generated tokens.
+  """
+  m = (k_slots[:, None, :] <= q_slots[:, :, None]) & k_valid[:, None, :].astype(bool)
+  if sliding_window is not None:
+    assert q_positions is not None and k_positions is not None
+    m &= (q_positions[:, :, None] - k_positions[:, None, :]) < sliding_window
+  if q_segments is not None:
+    m &= q_segments[:, :, None] == k_segments[:, None, :]
+  return m[:, None, :, :]
+
+
+def attention(
+    q: Float[Array, "B T N H"],
+    k: Float[Array, "B S K H"],
+    v: Float[Array, "B S K H"],
+    mask: Bool[Array, "B 1 T S"],
+    *,
+    scale: float,
+    softcap: float | None = None,
+    implementation: str | None = None,
+) -> Float[Array, "B T N H"]:
+  """Multi-head attention with grouped KV heads (GQA/MQA: N % K == 0).
+
+  Args:
+    implementation: None or "xla" (XLA kernel), "cudnn" (GPU fused kernel) or
+      "explicit" (einsum path; forced when `softcap` is set).
+  """
+  if softcap is None and implementation != "explicit":
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, scale=scale, implementation=implementation
+    )
+  b, t, n, h = q.shape
+  kh = k.shape[2]
+  qg = q.reshape(b, t, kh, n // kh, h)
+  s = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+  s = s * scale
+  if softcap is not None:
+    s = jnp.tanh(s / softcap) * softcap
+  s = jnp.where(mask[:, :, None], s, _MASKED)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  o = jnp.einsum("bkgts,bskh->btkgh", p, v)
+  return o.reshape(b, t, n, h)
