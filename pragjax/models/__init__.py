@@ -9,3 +9,6 @@ __all__ = [
     "ModelConfig", "RopeScaling", "SUPPORTED_MODEL_TYPES", "hf_tensor_specs",
     "load_hf", "save_hf",
 ]
+from pragjax.models.sampling import GenerateOutput, generate, process_logits
+
+__all__ += ["GenerateOutput", "generate", "process_logits"]

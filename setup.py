@@ -1,0 +1,42 @@
+"""pragjax: LLM post-training and probing methods on one JAX/Flax core."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "chex==0.1.92",
+    "jaxtyping==0.3.11",
+    "numpy>=2.0,<2.5",
+    "ml-dtypes==0.6.0",
+    "tokenizers==0.23.3",
+    "jinja2>=3.1,<4",
+    "tensorboardX==2.6.5",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+]
+HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
+TEST = ["pytest==9.0.3", "hypothesis==6.155.2", "scipy==1.17.1"] + HF
+
+setup(
+    name="pragjax",
+    version="0.1.0",
+    description="LLM post-training and probing methods on one fast, sharded, tested JAX/Flax core",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pragjax", "pragjax.*", "experiments", "experiments.*"]),
+    package_data={"pragjax": ["toyworld/assets/**/*"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require={
+        "test": TEST,
+        "hf": HF,  # transformers parity (torch CPU)
+        "gpu": ["jax[cuda12]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
+    },
+)
