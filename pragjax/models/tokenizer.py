@@ -14,7 +14,8 @@ template. Encoding, batching, decoding and chat templating follow
 - `encode_batch` truncates the text before adding special tokens, as
   transformers does, so a BOS token survives left truncation.
 - Chat templates render in a sandboxed jinja2 environment configured like
-  transformers' (`trim_blocks`, `lstrip_blocks`, `raise_exception`, `tojson`).
+  transformers' (`trim_blocks`, `lstrip_blocks`, `raise_exception`,
+  `strftime_now`, `tojson`).
 
 `save(path)` writes a directory that `AutoTokenizer.from_pretrained` loads.
 `build_word_level_tokenizer` and `train_bpe_tokenizer` make small tokenizers
@@ -23,6 +24,7 @@ locally (toy worlds, tests).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
@@ -77,8 +79,10 @@ def _pick_chat_template(value, file: str) -> str | None:
     named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
     if isinstance(named.get("default"), str):
       return named["default"]
-    raise TokenizerError(f"{file}: 'chat_template' list has no template named 'default' (names: {sorted(map(str, named))})")
-  raise TokenizerError(f"{file}: 'chat_template' must be a string or a list of {{name, template}}, got {type(value).__name__}")
+    raise TokenizerError(
+        f"{file}: 'chat_template' list has no template named 'default' (names: {sorted(map(str, named))})")
+  raise TokenizerError(
+      f"{file}: 'chat_template' must be a string or a list of {{name, template}}, got {type(value).__name__}")
 
 
 def _check_side(name: str, side: str) -> str:
@@ -127,6 +131,7 @@ def _compile_chat_template(template: str):
       trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, ext.loopcontrols])
   env.filters["tojson"] = tojson
   env.globals["raise_exception"] = raise_exception
+  env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)  # Llama 3.x templates.
   return env.from_string(template)
 
 
@@ -325,8 +330,9 @@ def build_word_level_tokenizer(vocab: Sequence[str], *, special_tokens: Sequence
   return _finish(backend, special_tokens, add_bos, add_eos)
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *, special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
-                        add_bos: bool = True, add_eos: bool = False) -> Tokenizer:
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *,
+                        special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS, add_bos: bool = True,
+                        add_eos: bool = False) -> Tokenizer:
   """A byte-level BPE tokenizer (GPT-2 style) trained on `texts`; ids 0..3 are `special_tokens`."""
   _named_specials(special_tokens)
   alphabet = pre_tokenizers.ByteLevel.alphabet()
