@@ -1,0 +1,1 @@
+"""Pure loss functions on log-probabilities (no models, no tokenizers)."""

@@ -1,0 +1,79 @@
+"""The train state: one pytree that checkpoints, shards and donates as a unit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pragjax import sharding as sharding_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 scalar; params: `nnx.State` of the trained model's Params;
+  opt_state: optax state; rng: raw uint32[2] key (checkpoint-friendly);
+  ref_params: frozen reference parameters (or None) for objectives that need a
+  reference model evaluated inside the step."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  ref_params: Any = None
+
+
+def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, *, seed: int = 0,
+                     ref_model: nnx.Module | None = None) -> tuple[nnx.GraphDef, TrainState]:
+  """Splits `model` into a graphdef and a fresh `TrainState`."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  ref = nnx.state(ref_model, nnx.Param) if ref_model is not None else None
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+      rng=jax.random.PRNGKey(seed), ref_params=ref,
+  )
+  return graphdef, state
+
+
+def state_shardings(state: TrainState, mesh, rules=sharding_lib.DEFAULT_RULES):
+  """Shardings for every leaf of `state`: parameters by their logical axes,
+  optimizer moments like the parameter they belong to (matched by shape and
+  path suffix), scalars and keys replicated."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  replicated = NamedSharding(mesh, P())
+  param_sh = sharding_lib.param_shardings(state.params, mesh, rules)
+  by_path = {}
+  for path, sh in jax.tree_util.tree_leaves_with_path(param_sh):
+    by_path[_clean(path)] = sh
+  shapes = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
+    shapes[_clean(path)] = leaf.shape
+
+  def opt_leaf(path, leaf):
+    key = _clean(path)
+    for n in range(len(key)):
+      suffix = key[n:]
+      if suffix in by_path and getattr(leaf, "shape", None) == shapes[suffix]:
+        return by_path[suffix]
+    return replicated
+
+  opt_sh = jax.tree_util.tree_map_with_path(opt_leaf, state.opt_state)
+  ref_sh = None
+  if state.ref_params is not None:
+    ref_sh = sharding_lib.param_shardings(state.ref_params, mesh, rules)
+  return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated, ref_params=ref_sh)
+
+
+def _clean(path) -> tuple:
+  out = []
+  for k in path:
+    k = getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
+    if k in ("value", "raw_value"):
+      continue
+    out.append(str(k))
+  return tuple(out)
