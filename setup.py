@@ -22,7 +22,8 @@ CORE = [
     "matplotlib==3.11.2",
 ]
 HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
-TEST = ["pytest==9.0.3", "hypothesis==6.155.2", "scipy==1.17.1"] + HF
+TFDS = ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "importlib-resources==7.1.0"]
+TEST = ["pytest==9.0.3", "hypothesis==6.155.2", "scipy==1.17.1"] + HF + TFDS
 
 setup(
     name="pragjax",
@@ -36,6 +37,7 @@ setup(
     extras_require={
         "test": TEST,
         "hf": HF,  # transformers parity (torch CPU)
+        "tfds": TFDS,  # TFDS builders for ../shared/data, no TensorFlow
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
     },

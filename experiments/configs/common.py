@@ -1,0 +1,60 @@
+"""Shared config sections. Every field is overridable on the command line as
+`--config.SECTION.FIELD=value`; an unknown field is an error.
+
+seed                     global seed (init, data order, sampling)
+model.path               HF checkpoint directory ("" = built-in `model.builtin`)
+model.builtin            built-in toy model name (arithmetic)
+model.tokenizer          tokenizer directory ("" = model.path)
+model.dtype              compute dtype ("" = param dtype): float32 | bfloat16
+model.param_dtype        storage dtype ("" = the checkpoint's)
+model.attention_impl     "" (XLA) | cudnn | explicit
+mesh.data/fsdp/tensor    mesh shape; one may be -1 (= the remaining devices)
+optim.*                  see pragjax/optim/factory.py (name, lr, schedule,
+                         warmup_steps, total_steps, end_lr_factor, weight_decay,
+                         b1, b2, eps, decay, momentum, clip_norm, trainable, frozen)
+train.steps              total optimizer steps
+train.batch_size         global batch (sequences)
+train.seq_len            tokens per sequence (longer records are truncated)
+train.accum_steps        micro-batches per step (gradient accumulation)
+train.log_every          steps between metric rows / progress updates
+train.checkpoint_every   steps between checkpoints
+train.keep_checkpoints   newest checkpoints kept
+train.async_checkpoint   write checkpoints in the background
+train.progress           show a progress bar
+train.export_hf          save the final model in HF layout under WORKDIR/hf
+data.train_path          JSONL with messages | prompt+response | text records
+data.shuffle             shuffle records (seeded)
+data.packing             pack several records per row (segment ids)
+"""
+
+from ml_collections import ConfigDict
+
+
+def model_config(path: str = "", builtin: str = "arithmetic") -> ConfigDict:
+  return ConfigDict(dict(path=path, builtin=builtin, tokenizer="", dtype="", param_dtype="", attention_impl=""))
+
+
+def optim_config(**kw) -> ConfigDict:
+  c = dict(name="adamw", lr=1e-3, schedule="constant", warmup_steps=0, total_steps=0, end_lr_factor=0.0,
+           weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, decay=0.9, momentum=0.0, clip_norm=1.0,
+           trainable="", frozen="")
+  c.update(kw)
+  return ConfigDict(c)
+
+
+def train_config(**kw) -> ConfigDict:
+  c = dict(steps=100, batch_size=16, seq_len=128, accum_steps=1, log_every=10, checkpoint_every=50,
+           keep_checkpoints=3, async_checkpoint=True, progress=True, export_hf=True)
+  c.update(kw)
+  return ConfigDict(c)
+
+
+def base_config() -> ConfigDict:
+  return ConfigDict(dict(
+      seed=0,
+      model=model_config(),
+      mesh=ConfigDict(dict(data=1, fsdp=-1, tensor=1)),
+      optim=optim_config(),
+      train=train_config(),
+      data=ConfigDict(dict(train_path="", shuffle=True, packing=False)),
+  ))

@@ -1,0 +1,41 @@
+"""Pretraining the built-in toy model on a toy world's corpus.
+
+Variants: `arithmetic` (the shipped model), `smoke` (seconds; for tests).
+
+model_arch.*       decoder shape (llama family): hidden_size, num_hidden_layers,
+                   num_attention_heads, num_key_value_heads, head_dim,
+                   intermediate_size, max_position_embeddings, rope_theta
+world.name         arithmetic
+world.num_docs     distinct training documents (held-out problems excluded)
+world.eval_problems held-out problems solved greedily at the end
+ship               copy the final model into pragjax/toyworld/assets/<name>
+"""
+
+from ml_collections import ConfigDict
+
+from experiments.configs import common
+
+
+def get_config(arg: str = "arithmetic") -> ConfigDict:
+  c = common.base_config()
+  c.model_arch = ConfigDict(dict(
+      model_type="llama", hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+      num_key_value_heads=2, head_dim=32, intermediate_size=384, max_position_embeddings=256,
+      rope_theta=10000.0, rms_norm_eps=1e-5,
+  ))
+  c.world = ConfigDict(dict(name="arithmetic", num_docs=60_000, eval_problems=500))
+  c.ship = False
+  c.data.packing = True
+  c.train = common.train_config(steps=1500, batch_size=32, seq_len=128, log_every=50, checkpoint_every=250)
+  c.optim = common.optim_config(lr=3e-3, schedule="cosine", warmup_steps=100, total_steps=1500,
+                                end_lr_factor=0.05, weight_decay=0.01)
+  if arg == "arithmetic":
+    pass
+  elif arg == "smoke":
+    c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
+    c.world.update(num_docs=2000, eval_problems=32)
+    c.train.update(steps=60, batch_size=32, log_every=10, checkpoint_every=30)
+    c.optim.update(total_steps=60, warmup_steps=5)
+  else:
+    raise ValueError(f"unknown pretrain_toy variant {arg!r}; expected arithmetic or smoke")
+  return c

@@ -1,0 +1,1 @@
+"""Evaluation: toy-world solvers, best-of-N, ProcessBench, judges."""

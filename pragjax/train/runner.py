@@ -1,0 +1,183 @@
+"""Wiring shared by the experiment entry points: workdir, model, data, loop.
+
+Entry points under `experiments/` stay thin: they parse flags and call
+`train_lm(config, workdir, records=...)`, which builds the mesh, loads the
+model (a Hugging Face checkpoint directory, or a built-in toy model), the
+tokenizer, the data iterator, the optimizer and the one train step, runs
+`pragjax.train.loop.run`, and exports the result in HF layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import jax
+from flax import nnx
+
+from pragjax import sharding as sharding_lib
+from pragjax.data.jsonl import JsonlSource
+from pragjax.data.collate import tokenize_record
+from pragjax.data.pipeline import make_train_iterator, to_global_arrays
+from pragjax.models import Decoder, ModelConfig, load_hf, save_hf
+from pragjax.models.tokenizer import Tokenizer, check_vocab
+from pragjax.optim import make_optimizer
+from pragjax.train.checkpoint import Checkpointer
+from pragjax.train.flops import device_peak_flops, train_flops_per_token
+from pragjax.train.lm import make_sft_loss_fn
+from pragjax.train.loop import LoopResult, run
+from pragjax.train.metrics import MetricWriter
+from pragjax.train.state import init_train_state, state_shardings
+from pragjax.train.step import make_train_step
+
+
+class WorkdirError(OSError):
+  pass
+
+
+def quiet_logging() -> None:
+  """Keeps library INFO chatter (orbax, absl) out of the progress display."""
+  import logging
+
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name in ("orbax", "jax._src.distributed", "grain"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def prepare_workdir(workdir: str | None) -> str:
+  """Creates `workdir` and checks that it is writable (clear error if not)."""
+  if not workdir:
+    raise WorkdirError("--workdir is required (checkpoints, metrics and the exported model go there)")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
+      pass
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from e
+  return workdir
+
+
+def builtin_model_path(name: str) -> str:
+  """Directory of a built-in toy checkpoint shipped with the package."""
+  from pragjax.toyworld import builtin
+
+  return builtin.model_path(name)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  model: Decoder
+  config: ModelConfig
+  tokenizer: Tokenizer
+  path: str
+
+
+def load_model(model_cfg: Mapping[str, Any], mesh=None) -> LoadedModel:
+  """`config.model` -> model (on `mesh`), its config and tokenizer.
+
+  Fields: `path` (HF checkpoint dir; empty = built-in `builtin`), `builtin`,
+  `tokenizer` (dir; default = `path`), `dtype`, `param_dtype`,
+  `attention_impl` ("" = default).
+  """
+  path = model_cfg.get("path") or builtin_model_path(model_cfg.get("builtin", "arithmetic"))
+  overrides = {}
+  if model_cfg.get("attention_impl"):
+    overrides["attention_impl"] = model_cfg["attention_impl"]
+  model, cfg = load_hf(
+      path, dtype=model_cfg.get("dtype") or None, param_dtype=model_cfg.get("param_dtype") or None,
+      mesh=mesh, **overrides,
+  )
+  tok_dir = model_cfg.get("tokenizer") or path
+  tok = Tokenizer.from_dir(tok_dir)
+  check_vocab(tok, cfg.vocab_size, source=tok_dir)
+  return LoadedModel(model, cfg, tok, path)
+
+
+def make_records_source(data_cfg: Mapping[str, Any], records: Sequence[Mapping] | None):
+  if records is not None:
+    return records
+  if not data_cfg.get("train_path"):
+    raise ValueError("config.data.train_path is empty and the experiment supplied no records")
+  return JsonlSource(data_cfg["train_path"])
+
+
+def train_lm(
+    config,
+    workdir: str,
+    *,
+    records: Sequence[Mapping] | None = None,
+    model: LoadedModel | None = None,
+    loss_fn_builder=make_sft_loss_fn,
+    on_log=None,
+) -> tuple[LoopResult, LoadedModel]:
+  """Fine-tunes (or pretrains) a causal LM on records with the one train step.
+
+  Args:
+    config: ConfigDict with `seed`, `model`, `mesh`, `optim`, `train`, `data`
+      (see `experiments/configs/common.py` for every field).
+    workdir: checkpoints (`checkpoints/`), `metrics.jsonl`, `tb/` and, at the
+      end, the model in HF layout (`hf/`).
+    records: in-memory records (toy worlds) instead of `data.train_path`.
+    model: an already built model (e.g. from scratch) instead of `config.model`.
+    loss_fn_builder: `graphdef -> loss_fn(params, batch, rng)`.
+  """
+  workdir = prepare_workdir(workdir)
+  tc = config.train
+  mesh = sharding_lib.mesh_from_config(dict(config.mesh))
+  with jax.set_mesh(mesh):
+    if model is None:
+      model = load_model(dict(config.model), mesh)
+    else:
+      sharding_lib.shard_model(model.model, mesh)
+    tok = model.tokenizer
+    tx = make_optimizer(dict(config.optim))
+    graphdef, state = init_train_state(model.model, tx, seed=config.seed)
+    st_sh = state_shardings(state, mesh)
+    state = jax.device_put(state, st_sh)
+    step_fn = make_train_step(
+        loss_fn_builder(graphdef), tx, accum_steps=tc.accum_steps,
+        state_shardings=st_sh, batch_shardings=sharding_lib.batch_sharding(mesh),
+    )
+    data = make_train_iterator(
+        make_records_source(config.data, records),
+        functools.partial(tokenize_record, tokenizer=tok, max_length=tc.seq_len),
+        global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
+        shuffle=config.data.shuffle, packing=config.data.packing, pad_id=tok.pad_token_id,
+    )
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+        interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
+    )
+    writer = MetricWriter(workdir)
+    dtype = model.config.dtype
+    result = run(
+        state, step_fn, data, num_steps=tc.steps, checkpointer=checkpointer, writer=writer,
+        to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
+        flops_per_token=train_flops_per_token(model.config, tc.seq_len),
+        peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log,
+    )
+    checkpointer.close()
+    writer.close()
+    trained = nnx.merge(graphdef, result.state.params)
+    out = LoadedModel(trained, model.config, tok, model.path)
+    if tc.export_hf and not result.preempted:
+      hf_dir = os.path.join(workdir, "hf")
+      save_hf(trained, model.config, hf_dir)
+      if jax.process_index() == 0:
+        tok.save(hf_dir)
+  return result, out
+
+
+def new_model(arch: Mapping[str, Any], tokenizer: Tokenizer, *, seed: int = 0) -> LoadedModel:
+  """A freshly initialised model (pretraining) with `tokenizer`'s vocabulary."""
+  cfg = ModelConfig(
+      vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_token_id,
+      eos_token_id=(tokenizer.eos_token_id,), pad_token_id=tokenizer.pad_token_id, **dict(arch),
+  )
+  return LoadedModel(Decoder(cfg, rngs=nnx.Rngs(seed)), cfg, tokenizer, "")
