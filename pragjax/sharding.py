@@ -127,7 +127,7 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Modul
   return model
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2, rules=DEFAULT_RULES) -> NamedSharding:
-  """Sharding of a `[batch, ...]` array: batch over the `batch` rule's axes."""
-  spec = logical_to_spec(("batch",) + (None,) * (ndim - 1), None, mesh, rules)
-  return NamedSharding(mesh, spec)
+def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+  """Sharding of any `[batch, ...]` array: the leading axis over the `batch`
+  rule's mesh axes, the rest replicated (valid for every rank >= 1)."""
+  return NamedSharding(mesh, logical_to_spec(("batch",), None, mesh, rules))

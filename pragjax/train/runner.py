@@ -16,6 +16,8 @@ import tempfile
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pragjax import sharding as sharding_lib
@@ -99,6 +101,45 @@ def load_model(model_cfg: Mapping[str, Any], mesh=None) -> LoadedModel:
   return LoadedModel(model, cfg, tok, path)
 
 
+class _NanInjector:
+  """Test hook (`train.debug_nan_step`): marks the batch of one step so that
+  the wrapped loss becomes NaN there. Keeps its count in the iterator state."""
+
+  def __init__(self, data, at_step: int):
+    self.data, self.at_step, self.count = data, at_step, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = dict(next(self.data))
+    self.count += 1
+    rows = batch["input_ids"].shape[0]
+    batch["inject_nan"] = np.full((rows,), int(self.count == self.at_step), np.int32)
+    return batch
+
+  def get_state(self):
+    return {**self.data.get_state(), "_nan_injector_count": self.count}
+
+  def set_state(self, state):
+    state = dict(state)
+    self.count = state.pop("_nan_injector_count", 0)
+    self.data.set_state(state)
+
+
+def _with_nan_injection(loss_fn_builder):
+  def build(graphdef):
+    inner = loss_fn_builder(graphdef)
+
+    def loss_fn(params, batch, rng):
+      loss, metrics = inner(params, batch, rng)
+      return loss + jnp.where(jnp.any(batch["inject_nan"] > 0), jnp.nan, 0.0), metrics
+
+    return loss_fn
+
+  return build
+
+
 def make_records_source(data_cfg: Mapping[str, Any], records: Sequence[Mapping] | None):
   if records is not None:
     return records
@@ -136,6 +177,9 @@ def train_lm(
     else:
       sharding_lib.shard_model(model.model, mesh)
     tok = model.tokenizer
+    nan_step = int(tc.get("debug_nan_step", 0))
+    if nan_step:
+      loss_fn_builder = _with_nan_injection(loss_fn_builder)
     tx = make_optimizer(dict(config.optim))
     graphdef, state = init_train_state(model.model, tx, seed=config.seed)
     st_sh = state_shardings(state, mesh)
@@ -150,6 +194,8 @@ def train_lm(
         global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
         shuffle=config.data.shuffle, packing=config.data.packing, pad_id=tok.pad_token_id,
     )
+    if nan_step:
+      data = _NanInjector(data, nan_step)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
         interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
