@@ -26,8 +26,8 @@ def get_config(arg: str = "arithmetic") -> ConfigDict:
   c.world = ConfigDict(dict(name="arithmetic", num_docs=60_000, eval_problems=500))
   c.ship = False
   c.data.packing = True
-  c.train = common.train_config(steps=1500, batch_size=32, seq_len=128, log_every=50, checkpoint_every=250)
-  c.optim = common.optim_config(lr=3e-3, schedule="cosine", warmup_steps=100, total_steps=1500,
+  c.train = common.train_config(steps=1200, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200)
+  c.optim = common.optim_config(lr=3e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
                                 end_lr_factor=0.05, weight_decay=0.01)
   if arg == "arithmetic":
     pass
