@@ -73,3 +73,52 @@ def positions_from_mask(attention_mask: Int[Array, "B T"]) -> Int[Array, "B T"]:
   """
   m = jnp.asarray(attention_mask, jnp.int32)
   return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0)
+
+
+def chunked_token_logprobs(
+    hidden: Float[Array, "B T D"],
+    weight: Float[Array, "D V"],
+    targets: Int[Array, "B T"],
+    *,
+    chunk_size: int = 128,
+    softcap: float | None = None,
+) -> Float[Array, "B T"]:
+  """`log softmax(hidden @ weight)[targets]` without materialising `[B, T, V]`.
+
+  The sequence is cut into chunks of `chunk_size` positions; each chunk's
+  logits `[B, chunk, V]` are computed, reduced to the target's log-probability
+  with a float32 log-sum-exp, and dropped. The chunk function is
+  rematerialised (`jax.checkpoint`), so the backward pass recomputes one
+  chunk's logits at a time too: peak memory holds one chunk of logits instead
+  of all of them. Values and gradients equal the full-logits path.
+
+  Args:
+    hidden: final-normed hidden states (the input of the output projection).
+    weight: the output projection `[D, V]` (transposed embedding when tied).
+    targets: the token whose log-probability is wanted at each position
+      (e.g. `input_ids[:, 1:]` aligned with `hidden[:, :-1]`).
+    softcap: final-logit soft-capping (`tanh(x / c) * c`, Gemma-2).
+  Returns: `[B, T]` float32.
+  """
+  b, t, d = hidden.shape
+  c = max(1, min(chunk_size, t))
+  pad = (-t) % c
+  if pad:
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  n = (t + pad) // c
+  hs = hidden.reshape(b, n, c, d).swapaxes(0, 1)
+  ts = targets.reshape(b, n, c).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def one(args):
+    h, tgt = args
+    logits = jnp.einsum("bcd,dv->bcv", h, weight.astype(h.dtype), preferred_element_type=jnp.float32)
+    if softcap is not None:
+      logits = jnp.tanh(logits / softcap) * softcap
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    chosen = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
+    return chosen - lse
+
+  out = jax.lax.map(one, (hs, ts))
+  return out.swapaxes(0, 1).reshape(b, n * c)[:, :t]

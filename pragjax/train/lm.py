@@ -14,22 +14,38 @@ from pragjax import ops
 from pragjax.objectives.sft import sft_loss
 
 
-def batch_token_logprobs(graphdef: nnx.GraphDef, params, batch: dict) -> jax.Array:
-  """`[B, T-1]` float32 log p(input_ids[:, t+1] | prefix) under `params`."""
-  model = nnx.merge(graphdef, params)
+def model_token_logprobs(model, batch: dict, *, lean: bool = True, chunk_size: int = 128) -> jax.Array:
+  """`[B, T-1]` float32 log p(input_ids[:, t+1] | prefix) under `model`.
+
+  `lean=True` (default) never materialises `[B, T, V]` logits: it projects
+  the final hidden states chunk by chunk (`ops.chunked_token_logprobs`);
+  `lean=False` is the plain full-logits path (same values and gradients).
+  """
+  ids = batch["input_ids"]
   out = model(
-      batch["input_ids"], batch.get("attention_mask"),
-      positions=batch.get("positions"), segment_ids=batch.get("segment_ids"),
+      ids, batch.get("attention_mask"), positions=batch.get("positions"),
+      segment_ids=batch.get("segment_ids"), compute_logits=not lean,
   )
-  return ops.token_logprobs(out.logits, batch["input_ids"])
+  if not lean:
+    return ops.token_logprobs(out.logits, ids)
+  return ops.chunked_token_logprobs(
+      out.final_hidden[:, :-1], model.output_embedding(out.final_hidden.dtype), ids[:, 1:],
+      chunk_size=chunk_size, softcap=model.config.final_logit_softcapping,
+  )
 
 
-def make_sft_loss_fn(graphdef: nnx.GraphDef):
+def batch_token_logprobs(graphdef: nnx.GraphDef, params, batch: dict, *, lean: bool = True,
+                         chunk_size: int = 128) -> jax.Array:
+  """`model_token_logprobs` for split state (inside jitted steps)."""
+  return model_token_logprobs(nnx.merge(graphdef, params), batch, lean=lean, chunk_size=chunk_size)
+
+
+def make_sft_loss_fn(graphdef: nnx.GraphDef, *, lean: bool = True, chunk_size: int = 128):
   """`loss_fn(params, batch, rng)` for SFT/pretraining on `loss_mask` targets."""
 
   def loss_fn(params, batch, rng):
     del rng
-    logp = batch_token_logprobs(graphdef, params, batch)
+    logp = batch_token_logprobs(graphdef, params, batch, lean=lean, chunk_size=chunk_size)
     target = jnp.asarray(batch["loss_mask"])[:, 1:]
     loss, n = sft_loss(logp, target)
     return loss, {"loss_weight": n}
