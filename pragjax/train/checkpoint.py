@@ -55,6 +55,18 @@ class Checkpointer:
     )
     return out["state"], dict(out["data"] or {})
 
+  def restore_raw(self, step: int | None = None) -> tuple[dict, dict]:
+    """Restores a checkpoint as plain nested dicts of host numpy arrays,
+    without knowing its tree structure or the mesh it was written on (for
+    inspection on a CPU)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    path = os.path.join(self.directory, str(step))
+    state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
+    data = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+    return jax.device_get(state), dict(data or {})
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
