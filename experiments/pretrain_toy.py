@@ -17,7 +17,6 @@ from ml_collections import config_flags
 from pragjax.eval import arithmetic as arith_eval
 from pragjax.toyworld import arithmetic, builtin
 from pragjax.train import runner
-from pragjax.train.distributed import initialize_from_env
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/pretrain_toy.py:arithmetic",
                                           "pretraining config (file:variant)")
@@ -47,8 +46,7 @@ def pretrain(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  runner.quiet_logging()
-  initialize_from_env()
+  runner.setup(_CONFIG.value)
   config = _CONFIG.value
   report = pretrain(config, _WORKDIR.value)
   print("\n| metric | value |\n|---|---|")

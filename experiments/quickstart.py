@@ -45,7 +45,7 @@ def _fmt(x):
 
 def main(argv):
   del argv
-  runner.quiet_logging()
+  runner.setup({})
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="pragjax_quickstart_")
   names = _ONLY.value or list(ROWS)
   unknown = sorted(set(names) - set(ROWS))

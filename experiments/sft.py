@@ -15,7 +15,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pragjax.train import runner
-from pragjax.train.distributed import initialize_from_env
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/sft.py:toy", "config file:variant")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory (checkpoints, metrics.jsonl, tb/, hf/)")
@@ -51,8 +50,7 @@ def run(config, workdir):
 
 def main(argv):
   del argv
-  runner.quiet_logging()
-  initialize_from_env()
+  runner.setup(_CONFIG.value)
   result, _, rows = run(_CONFIG.value, _WORKDIR.value)
   if result.preempted:
     print(f"preempted at step {result.step}; checkpoint written, rerun the same command to resume")

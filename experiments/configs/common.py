@@ -25,9 +25,13 @@ train.export_hf          save the final model in HF layout under WORKDIR/hf
 data.train_path          JSONL with messages | prompt+response | text records
 data.shuffle             shuffle records (seeded)
 data.packing             pack several records per row (segment ids)
+runtime.compilation_cache_dir  persistent XLA cache ("" = off; default ~/.cache/pragjax/xla)
+runtime.deterministic    deterministic GPU ops (XLA flags; see pragjax/train/runtime.py)
 """
 
 from ml_collections import ConfigDict
+
+from pragjax.train import runtime
 
 
 def model_config(path: str = "", builtin: str = "arithmetic") -> ConfigDict:
@@ -57,4 +61,5 @@ def base_config() -> ConfigDict:
       optim=optim_config(),
       train=train_config(),
       data=ConfigDict(dict(train_path="", shuffle=True, packing=False)),
+      runtime=ConfigDict(dict(compilation_cache_dir=runtime.DEFAULT_CACHE_DIR, deterministic=False)),
   ))

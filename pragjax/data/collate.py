@@ -284,3 +284,17 @@ def pack_examples(examples: Sequence[Mapping], seq_len: int, pad_id: int,
       batch["positions"][r, span] = np.arange(n, dtype=np.int32)
       start += n
   return batch
+
+
+def bucket_length(n: int, *, multiple: int = 16, buckets: Sequence[int] = ()) -> int:
+  """The padded length for `n` tokens: the smallest of `buckets` >= n (n
+  itself past the last one), or, without buckets, n rounded up to
+  `multiple`. Padding variable-length scoring batches to few lengths keeps
+  jitted functions from recompiling for every new length (training batches
+  are always padded to `seq_len` and compile once)."""
+  for b in sorted(buckets):
+    if b >= n:
+      return b
+  if buckets:
+    return n
+  return -(-n // multiple) * multiple

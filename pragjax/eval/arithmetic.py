@@ -19,7 +19,7 @@ def solve(model: Decoder, tok: Tokenizer, problems: Sequence[arithmetic.Problem]
   out: list[str] = []
   for start in range(0, len(problems), batch_size):
     chunk = problems[start:start + batch_size]
-    ids, mask = tok.encode_batch([p.prompt for p in chunk], padding_side="left")
+    ids, mask = tok.encode_batch([p.prompt for p in chunk], padding_side="left", pad_to_multiple_of=16)
     key = None if rng is None else jax.random.fold_in(rng, start)
     res = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, rng=key,
                    eos_token_ids=(tok.eos_token_id,), num_samples=num_samples, pad_token_id=tok.pad_token_id)

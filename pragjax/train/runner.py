@@ -51,6 +51,21 @@ def quiet_logging() -> None:
     logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def setup(config) -> None:
+  """First call of every entry point: logging, runtime flags (compilation
+  cache, deterministic mode; before any JAX backend starts), jax.distributed."""
+  from pragjax.train import runtime
+  from pragjax.train.distributed import initialize_from_env
+
+  quiet_logging()
+  rt = config.get("runtime", {}) if hasattr(config, "get") else {}
+  runtime.configure(
+      compilation_cache_dir=rt.get("compilation_cache_dir", runtime.DEFAULT_CACHE_DIR) or None,
+      deterministic=bool(rt.get("deterministic", False)),
+  )
+  initialize_from_env()
+
+
 def prepare_workdir(workdir: str | None) -> str:
   """Creates `workdir` and checks that it is writable (clear error if not)."""
   if not workdir:
