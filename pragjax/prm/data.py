@@ -1,0 +1,222 @@
+"""Outcome-labelled responses -> CE / pairwise / KTO training examples and checkpointable batches.
+
+Record formats understood by `outcome_record` (one JSONL line each):
+
+- outcome: `{"prompt": str, "response": str, "label": float}` (label 1 = correct,
+  0 = wrong; soft labels in [0, 1] allowed for CE);
+- outcome with steps: `{"prompt": str, "steps": [str], "label": float}`;
+- stepwise (`../shared/data/scan`): `{"question": str, "steps": [str], "scores": [float]}`;
+  the response-level label is the last step's score (the estimated
+  correctness of the whole solution), the steps are joined by the separator.
+
+Example groups. Every training example is a group of G token sequences of
+one prompt plus a label: CE G=1 (the response), DPO/NCA G=2 (chosen,
+rejected), KTO G=2 (the response, and the same prompt with another
+prompt's response for the KL baseline). Batches are
+`input_ids`, `attention_mask`, `loss_mask` `[B, G, T]` int32 and `label [B]`
+float32; `loss_mask[b, g, t] = 1` where token t is a response target (EOS
+included), as in `pragjax.data.collate`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from pragjax.data.errors import DataError
+from pragjax.data.pipeline import ProcessSliceMapDataset, mixed_seed
+from pragjax.prm.steps import join_steps, prompt_and_response_ids
+
+LOSSES = ("ce", "dpo", "nca", "kto")
+PAIRWISE = ("dpo", "nca")
+
+__all__ = ["LOSSES", "PAIRWISE", "outcome_record", "build_pairs", "build_kto_records", "training_records",
+           "tokenize_group", "collate_groups", "make_prm_iterator", "PrmIterator"]
+
+
+def _label(value, where: str) -> float:
+  if isinstance(value, bool):
+    return float(value)
+  if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    raise DataError(f"{where}: label must be a number in [0, 1] or a bool, got {value!r}")
+  return float(value)
+
+
+def outcome_record(record: Mapping[str, Any], *, separator: str = "\n\n", where: str = "record") -> dict:
+  """Any supported record -> `{"prompt", "response", "label"}` (see the module docstring)."""
+  if not isinstance(record, Mapping):
+    raise DataError(f"{where}: expected a dict record, got {type(record).__name__}")
+  if "question" in record and "scores" in record:
+    steps, scores = record.get("steps"), record["scores"]
+    if not isinstance(steps, list) or not isinstance(scores, list) or len(steps) != len(scores) or not steps:
+      raise DataError(f"{where}: stepwise records need non-empty 'steps' and 'scores' lists of equal length")
+    prompt, label = record["question"], _label(scores[-1], f"{where}, scores[-1]")
+    response = join_steps(steps, separator)[0]
+  elif "prompt" in record:
+    prompt = record["prompt"]
+    if "response" in record:
+      response = record["response"]
+    elif "steps" in record:
+      response = join_steps(record["steps"], separator)[0]
+    else:
+      raise DataError(f"{where}: missing field 'response' or 'steps' (present: {sorted(record)})")
+    if "label" not in record:
+      raise DataError(f"{where}: missing field 'label' (present: {sorted(record)})")
+    label = _label(record["label"], f"{where}, label")
+  else:
+    raise DataError(f"{where}: expected 'prompt' + 'response'/'steps' + 'label', or 'question' + 'steps' + "
+                    f"'scores' (present: {sorted(record)})")
+  for name, value in (("prompt", prompt), ("response", response)):
+    if not isinstance(value, str):
+      raise DataError(f"{where}: {name} must be a string, got {type(value).__name__}")
+  return {"prompt": prompt, "response": response, "label": label}
+
+
+def _by_prompt(records: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+  groups: dict[str, list[Mapping]] = {}
+  for r in records:
+    groups.setdefault(r["prompt"], []).append(r)
+  return groups
+
+
+def build_pairs(records: Sequence[Mapping], *, threshold: float = 0.5) -> tuple[list[dict], dict]:
+  """Every (correct, incorrect) response pair of each prompt -> `{"prompt", "chosen", "rejected"}`.
+
+  A response is correct when its label is >= `threshold`. Prompts whose
+  responses are all correct or all wrong give no pair and are dropped.
+  Returns (pairs in prompt order, then correct x incorrect order; stats).
+  """
+  pairs, dropped, kept = [], 0, 0
+  for prompt, group in _by_prompt(records).items():
+    good = [r["response"] for r in group if r["label"] >= threshold]
+    bad = [r["response"] for r in group if r["label"] < threshold]
+    if not good or not bad:
+      dropped += 1
+      continue
+    kept += 1
+    pairs.extend({"prompt": prompt, "chosen": w, "rejected": l} for w in good for l in bad)
+  return pairs, {"prompts_kept": kept, "prompts_dropped": dropped, "pairs": len(pairs)}
+
+
+def build_kto_records(records: Sequence[Mapping], *, seed: int = 0) -> list[dict]:
+  """Each record plus `kl_response`: a response of another prompt (KTO's mismatched pair for the KL baseline).
+
+  Responses are matched along a seeded permutation, each record taking the
+  response of the next record in it whose prompt differs (DataError when
+  every record has the same prompt).
+  """
+  if len({r["prompt"] for r in records}) < 2:
+    raise DataError("KTO's KL baseline needs responses of at least two different prompts")
+  order = np.random.default_rng(seed).permutation(len(records))
+  out = [dict(r) for r in records]
+  n = len(order)
+  for pos, i in enumerate(order):
+    for step in range(1, n):
+      j = order[(pos + step) % n]
+      if records[j]["prompt"] != records[i]["prompt"]:
+        out[i]["kl_response"] = records[j]["response"]
+        break
+  return out
+
+
+def training_records(records: Sequence[Mapping], loss: str, *, seed: int = 0, threshold: float = 0.5
+                     ) -> tuple[list[dict], dict]:
+  """Outcome records -> the examples `loss` trains on (CE keeps every record) and stats."""
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  if loss in PAIRWISE:
+    return build_pairs(records, threshold=threshold)
+  if loss == "kto":
+    recs = [{**r, "label": float(r["label"] >= threshold)} for r in records]
+    return build_kto_records(recs, seed=seed), {"records": len(recs)}
+  return list(records), {"records": len(records)}
+
+
+def _sequence(tokenizer, prompt: str, response: str, max_length: int, chat_template) -> tuple[np.ndarray, np.ndarray]:
+  p_ids, r_ids = prompt_and_response_ids(tokenizer, prompt, response, chat_template=chat_template)
+  ids = np.asarray(p_ids + r_ids, np.int32)[:max_length]
+  mask = np.asarray([0] * len(p_ids) + [1] * len(r_ids), np.int32)[:max_length]
+  if len(mask):
+    mask[0] = 0
+  return ids, mask
+
+
+def tokenize_group(record: Mapping, tokenizer, *, loss: str, max_length: int, chat_template: bool | None = None
+                   ) -> dict[str, Any]:
+  """One training example -> `{"sequences": [(ids, loss_mask), ...], "label": float}` (see the module docstring)."""
+  seq = functools.partial(_sequence, tokenizer, max_length=max_length, chat_template=chat_template)
+  if loss in PAIRWISE:
+    return {"sequences": [seq(record["prompt"], record["chosen"]), seq(record["prompt"], record["rejected"])],
+            "label": 1.0}
+  if loss == "kto":
+    return {"sequences": [seq(record["prompt"], record["response"]), seq(record["prompt"], record["kl_response"])],
+            "label": float(record["label"])}
+  if loss == "ce":
+    return {"sequences": [seq(record["prompt"], record["response"])], "label": float(record["label"])}
+  raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Example groups -> right-padded `input_ids`, `attention_mask`, `loss_mask` `[B, G, seq_len]` and `label [B]`."""
+  b, g = len(examples), len(examples[0]["sequences"])
+  batch = {"input_ids": np.full((b, g, seq_len), pad_id, np.int32),
+           "attention_mask": np.zeros((b, g, seq_len), np.int32),
+           "loss_mask": np.zeros((b, g, seq_len), np.int32),
+           "label": np.asarray([e["label"] for e in examples], np.float32)}
+  for i, ex in enumerate(examples):
+    if len(ex["sequences"]) != g:
+      raise DataError(f"example {i} has {len(ex['sequences'])} sequences, others {g}")
+    for j, (ids, mask) in enumerate(ex["sequences"]):
+      n = len(ids)
+      if n > seq_len:
+        raise DataError(f"example {i} sequence {j} has {n} tokens, more than seq_len={seq_len}")
+      batch["input_ids"][i, j, :n] = ids
+      batch["attention_mask"][i, j, :n] = 1
+      batch["loss_mask"][i, j, :n] = mask
+  return batch
+
+
+class PrmIterator:
+  """Local batches from a grain pipeline, with the `get_state`/`set_state` that `pragjax.train.loop.run` checkpoints."""
+
+  def __init__(self, dataset: grain.IterDataset):
+    self._it = iter(dataset)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._it)
+
+  def get_state(self) -> dict:
+    return self._it.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._it.set_state(dict(state))
+
+
+def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mapping], Mapping], *,
+                      global_batch_size: int, seq_len: int, seed: int, pad_id: int, shuffle: bool = True,
+                      num_epochs: int | None = None, process_index: int = 0, process_count: int = 1) -> PrmIterator:
+  """Shuffle (seeded, reshuffled each epoch) -> repeat -> this process's slice -> tokenize -> batch.
+
+  Full batches only (a last partial global batch is dropped); `num_epochs=None` repeats forever.
+  """
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of "
+                    f"process_count={process_count}")
+  if not examples or (num_epochs is not None and len(examples) * num_epochs < global_batch_size):
+    raise DataError(f"{len(examples)} training examples x {num_epochs} epochs are fewer than one global batch "
+                    f"of {global_batch_size}")
+  ds = grain.MapDataset.source(list(examples))
+  if shuffle:
+    ds = ds.shuffle(seed=mixed_seed(seed))
+  ds = ds.repeat(num_epochs)
+  ds = ProcessSliceMapDataset(ds, global_batch_size=global_batch_size, process_index=process_index,
+                              process_count=process_count)
+  ds = ds.map(tokenize_fn).batch(global_batch_size // process_count, drop_remainder=True,
+                                 batch_fn=functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id))
+  return PrmIterator(ds.to_iter_dataset())
