@@ -213,6 +213,9 @@ def pad_batch(examples: Sequence[Mapping], seq_len: int, pad_id: int,
               padding_side: str = "right") -> dict[str, np.ndarray]:
   """Examples (1-D `input_ids`, `loss_mask`) -> `input_ids`, `attention_mask`, `loss_mask`, each [B, seq_len] int32.
 
+  Any other per-token array of an example (same length as `input_ids`, e.g.
+  `ref_logp`) is padded alongside with zeros, keeping its dtype.
+
   `padding_side="left"` puts the real tokens at the end of each row.
   """
   if padding_side not in _SIDES:
@@ -221,11 +224,19 @@ def pad_batch(examples: Sequence[Mapping], seq_len: int, pad_id: int,
   batch = {"input_ids": np.full((len(examples), seq_len), pad_id, np.int32),
            "attention_mask": np.zeros((len(examples), seq_len), np.int32),
            "loss_mask": np.zeros((len(examples), seq_len), np.int32)}
+  # Other per-token arrays (e.g. stored reference log-probs) pad the same way, with zeros.
+  extra = [k for k in examples[0] if k not in ("input_ids", "loss_mask")] if examples else []
+  for k in extra:
+    batch[k] = np.zeros((len(examples), seq_len), np.asarray(examples[0][k]).dtype)
   for row, (ex, n) in enumerate(zip(examples, lengths)):
     span = slice(seq_len - n, seq_len) if padding_side == "left" else slice(0, n)
     batch["input_ids"][row, span] = ex["input_ids"]
     batch["attention_mask"][row, span] = 1
     batch["loss_mask"][row, span] = ex["loss_mask"]
+    for k in extra:
+      if len(ex[k]) != n:
+        raise DataError(f"example {row}: {k} has {len(ex[k])} entries for {n} tokens")
+      batch[k][row, span] = ex[k]
   return batch
 
 
