@@ -125,6 +125,8 @@ def run(
         dt = max(time.perf_counter() - window_t0, 1e-9)
         last = {k: v / n_acc for k, v in acc.items()}
         last["tokens_per_sec"] = window_tokens / dt
+        if hasattr(data, "num_dropped"):  # records whose targets were all truncated away
+          last["dropped_examples"] = float(data.num_dropped)
         if flops_per_token and peak_flops:
           last["mfu"] = last["tokens_per_sec"] * flops_per_token / (peak_flops * jax.device_count())
         if writer is not None:

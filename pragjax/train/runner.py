@@ -225,6 +225,10 @@ def train_lm(
     )
     checkpointer.close()
     writer.close()
+    dropped = getattr(data, "num_dropped", 0)
+    if dropped and jax.process_index() == 0:
+      print(f"warning: {dropped} record(s) had every training target truncated away by "
+            f"train.seq_len={tc.seq_len} and were skipped (not trained on); see metrics.jsonl dropped_examples")
     trained = nnx.merge(graphdef, result.state.params)
     out = LoadedModel(trained, model.config, tok, model.path)
     if tc.export_hf and not result.preempted:

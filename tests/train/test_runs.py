@@ -149,3 +149,20 @@ def test_unwritable_workdir_is_an_error(setup, tmp_path):
   r = _run(_cmd(setup, str(blocker / "sub")))
   assert r.returncode != 0
   assert "is not writable" in r.stderr and str(blocker) in r.stderr
+
+
+def test_truncated_away_examples_are_reported_not_trained(setup, tmp_path, capsys):
+  from experiments.configs import sft as sft_configs
+  from pragjax.train import read_metrics, runner
+
+  config = sft_configs.get_config("toy")
+  config.model.path = setup["model"]
+  config.runtime.compilation_cache_dir = ""
+  config.train.update(steps=2, batch_size=8, seq_len=40, log_every=1, progress=False, export_hf=False)
+  records = [{"prompt": "a=1,b=2;c=a+b;c?\n" * 3, "response": "c=1+2=3\n#3\n"},  # prompt alone > 40 tokens
+             {"prompt": "a=1,b=2;c=a+b;c?\n", "response": "c=1+2=3\n#3\n"}] * 4
+  result, _ = runner.train_lm(config, str(tmp_path / "w"), records=records)
+  assert result.step == 2
+  rows = read_metrics(str(tmp_path / "w"))
+  assert rows[-1]["dropped_examples"] >= 4
+  assert "were skipped (not trained on)" in capsys.readouterr().out
