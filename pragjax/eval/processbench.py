@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pragjax.data.errors import DataError
+from pragjax.prm import implicit, steps as steps_lib
 
 SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
 FIELDS = {"id": str, "generator": str, "problem": str, "steps": list, "label": int, "final_answer_correct": bool}
@@ -128,24 +129,27 @@ def cross_split_report(scores: Mapping[str, Sequence[Sequence[float]]], labels: 
   return rows
 
 
-def score_cases(scorer, policy_params, ref_params, tokenizer, cases: Sequence[Mapping], *, mode: str = "single",
+def score_cases(scorer, policy_params, ref_params, tokenizer, cases: Sequence[Mapping], *,
                 separator: str = "\n\n", chat_template: bool | None = None, add_eos: bool = False,
-                max_length: int = 4096, batch_size: int = 8) -> list[np.ndarray]:
-  """Step scores (implicit-PRM `mode` step rewards) of ProcessBench-format cases (`problem`, `steps`).
+                max_length: int = 4096, batch_size: int = 8) -> dict[str, list[np.ndarray]]:
+  """Implicit-PRM step rewards of ProcessBench-format cases (`problem`, `steps`): mode -> one array per case.
 
-  `scorer` comes from `pragjax.prm.implicit.make_scorer`. Steps cut off by
-  `max_length` get no score (they can then never be predicted).
+  `scorer` comes from `pragjax.prm.implicit.make_scorer`; every mode
+  (`single`, `accumulative`) comes from the same pass. Steps cut off by
+  `max_length` get no score (they can then never be predicted). Batches are
+  padded to `batch_size` rows so that one compiled shape serves each length bucket.
   """
-  from pragjax.prm import steps as steps_lib  # pylint: disable=g-import-not-at-top
-
-  out = []
+  out = {mode: [] for mode in implicit.MODES}
   for start in range(0, len(cases), batch_size):
     chunk = cases[start:start + batch_size]
     enc = [steps_lib.encode_steps(tokenizer, c["problem"], c["steps"], separator=separator,
                                   chat_template=chat_template, add_eos=add_eos, max_length=max_length)
            for c in chunk]
     batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, pad_to_multiple_of=64)
+    batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)])
+             for k, v in batch.items()}
     res = scorer(policy_params, ref_params, batch)
-    rewards = np.asarray(res[mode])
-    out.extend(rewards[i, :len(e.step_end)] for i, e in enumerate(enc))
+    for mode in implicit.MODES:
+      rewards = np.asarray(res[mode])
+      out[mode].extend(rewards[i, :len(e.step_end)] for i, e in enumerate(enc))
   return out

@@ -1,0 +1,83 @@
+"""Implicit PRM (Yuan et al., 2024): train an outcome reward model r = beta log pi/pi_ref, read process rewards.
+
+Variants:
+  toy       the built-in arithmetic model samples solutions to training
+            problems, labelled by final answer only; CE and DPO PRMs are
+            trained from it (init = reference = the built-in model) and
+            evaluated by best-of-{4,16,64} and first-error F1 on held-out
+            problems against the world's exact step labels. Minutes on 2 CPU cores.
+  ci        the toy pipeline, smaller (the CI test).
+  tiny      a local HF checkpoint (set --config.model.path) trained on
+            JSONL outcome/stepwise records (--config.data.train_path) and
+            evaluated on ProcessBench JSON (--config.eval.processbench_dir);
+            the CI exercises it with a tiny random llama.
+  llama8b   Llama-3.1-8B-Instruct as initialisation and reference, beta 0.05,
+            lr 5e-7, one epoch (the paper's setting), on one GPU node / TPU slice.
+
+Fields beyond common.py:
+  prm.losses              losses to train, each its own PRM: ce | dpo | nca | kto
+  prm.beta                reward scale beta
+  prm.label_threshold     label >= threshold counts as correct (pairs, KTO)
+  prm.chat_template       "" = use the tokenizer's template when it has one; "on" | "off"
+  prm.separator           step separator when records give steps ("\\n\\n")
+  prm.kto_desirable_weight, prm.kto_undesirable_weight   KTO lambda_D, lambda_U
+  train.epochs            epochs when train.steps is 0
+  world.*                 toy: train_problems, train_samples, eval_problems, eval_samples,
+                          tune_fraction (held-out problems used to tune the F1 threshold),
+                          temperature, max_new_tokens, sample_batch (sequences per generate call)
+  eval.best_of            n values of best-of-n; eval.num_subsets random subsets per n
+  eval.modes              step-reward modes scored (single, accumulative)
+  eval.aggregations       solution scores compared (min, sum, last, mean)
+  eval.weighted           aggregation whose sigmoid weights the weighted vote
+  eval.processbench_dir   directory with ProcessBench {split}.json ("" = skip)
+  eval.processbench_splits, eval.processbench_limit (cases per split, 0 = all)
+  eval.batch_size, eval.max_length   scoring batch and token budget
+"""
+
+from ml_collections import ConfigDict
+
+from experiments.configs import common
+
+
+def get_config(arg: str = "toy") -> ConfigDict:
+  c = common.base_config()
+  c.prm = ConfigDict(dict(losses=("ce", "dpo"), beta=0.05, label_threshold=0.5, chat_template="", separator="\n\n",
+                          kto_desirable_weight=1.0, kto_undesirable_weight=1.0))
+  c.world = ConfigDict(dict(name="arithmetic", train_problems=512, train_samples=16, eval_problems=200,
+                            eval_samples=64, tune_fraction=0.5, temperature=1.0, max_new_tokens=64,
+                            sample_batch=1024))
+  c.eval = ConfigDict(dict(best_of=(4, 16, 64), num_subsets=20, modes=("single", "accumulative"),
+                           aggregations=("min", "sum", "last"), weighted="single_min", processbench_dir="",
+                           processbench_splits=("gsm8k", "math"), processbench_limit=0, batch_size=256,
+                           max_length=128))
+  c.train = common.train_config(steps=0, batch_size=64, seq_len=128, log_every=20, checkpoint_every=200,
+                                progress=True, export_hf=False)
+  c.train.epochs = 1
+  c.optim = common.optim_config(lr=1e-4, schedule="cosine", warmup_steps=10, total_steps=0, end_lr_factor=0.1,
+                                weight_decay=0.0, clip_norm=1.0)
+  if arg == "toy":
+    pass
+  elif arg == "ci":
+    c.world.update(train_problems=96, train_samples=8, eval_problems=48, eval_samples=16)
+    c.eval.update(best_of=(4, 16), num_subsets=5)
+    c.train.update(batch_size=32, log_every=10, progress=False)
+  elif arg == "tiny":
+    c.model = common.model_config(path="", builtin="")
+    c.world.name = ""
+    c.prm.losses = ("ce",)
+    c.train.update(steps=4, batch_size=8, seq_len=256, log_every=2, checkpoint_every=2, progress=False)
+    c.eval.update(processbench_limit=16, batch_size=8, max_length=256)
+  elif arg == "llama8b":
+    c.model = common.model_config(path="", builtin="")
+    c.model.update(dtype="bfloat16", param_dtype="float32")
+    c.world.name = ""
+    c.mesh.update(data=1, fsdp=8, tensor=1)
+    c.prm.losses = ("dpo",)
+    c.train.update(steps=0, batch_size=64, seq_len=2048, accum_steps=8, log_every=10, checkpoint_every=200,
+                   keep_checkpoints=2, export_hf=True)
+    c.optim = common.optim_config(lr=5e-7, schedule="cosine", warmup_steps=20, total_steps=0, end_lr_factor=0.0,
+                                  weight_decay=0.0, clip_norm=1.0)
+    c.eval.update(batch_size=8, max_length=4096)
+  else:
+    raise ValueError(f"unknown implicit_prm variant {arg!r}; expected toy, ci, tiny or llama8b")
+  return c

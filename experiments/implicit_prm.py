@@ -1,0 +1,170 @@
+"""Implicit PRM: train outcome reward models r = beta log pi/pi_ref and evaluate their free process rewards.
+
+  python -m experiments.implicit_prm --config=experiments/configs/implicit_prm.py:toy --workdir=/tmp/iprm
+  python -m experiments.implicit_prm --config=experiments/configs/implicit_prm.py:llama8b \
+      --config.model.path=/ckpt/Llama-3.1-8B-Instruct --config.data.train_path=rollouts.jsonl \
+      --config.eval.processbench_dir=../shared/data/processbench --workdir=/runs/iprm
+
+Toy (`world.name=arithmetic`): sample -> label by final answer -> train one
+PRM per `prm.losses` -> best-of-n and first-error F1 on held-out problems.
+Real checkpoints: train on `data.train_path` (outcome or stepwise JSONL, see
+`pragjax.prm.data`), then ProcessBench with a threshold tuned per split.
+Each PRM trains in WORKDIR/<loss>; a killed run resumes there.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from pragjax import sharding as sharding_lib
+from pragjax.data.jsonl import read_jsonl
+from pragjax.train import runner
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/implicit_prm.py:toy", "config file:variant")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (one subdirectory per trained PRM, report.json)")
+
+
+def _params(model):
+  return nnx.state(model, nnx.Param)
+
+
+def run_toy(config, workdir: str, mesh, log=print) -> dict:
+  """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
+  from pragjax.eval import best_of_n, prm_toy
+  from pragjax.prm import implicit, training
+  from pragjax.toyworld import arithmetic
+
+  w, ev = config.world, config.eval
+  base = runner.load_model(dict(config.model), mesh)
+  train_problems = arithmetic.training_problems(np.random.default_rng(config.seed + 1), w.train_problems)
+  log(f"sampling {w.train_samples} solutions for each of {w.train_problems} training problems (T={w.temperature})")
+  train_samples = prm_toy.sample_solutions(base.model, base.tokenizer, train_problems, num_samples=w.train_samples,
+                                           temperature=w.temperature, seed=config.seed + 2,
+                                           max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch)
+  records = prm_toy.outcome_records(train_problems, train_samples)
+  label_rate = float(np.mean([r["label"] for r in records]))
+  log(f"training records: {len(records)}, correct by final answer: {label_rate:.3f}")
+  eval_problems = arithmetic.heldout_problems(config.seed, w.eval_problems)
+  log(f"sampling {w.eval_samples} solutions for each of {w.eval_problems} held-out problems")
+  eval_samples = prm_toy.sample_solutions(base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples,
+                                          temperature=w.temperature, seed=config.seed + 3,
+                                          max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch)
+  correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(eval_problems, eval_samples)])
+  labels = prm_toy.first_error_labels(eval_problems, eval_samples)
+  classes = prm_toy.answer_classes(eval_samples)
+  tune = int(round(w.tune_fraction * w.eval_problems))
+  report = {"train_records": len(records), "train_label_rate": label_rate,
+            "eval_sample_accuracy": float(correct.mean()), "eval_problems": w.eval_problems,
+            "eval_samples": w.eval_samples, "prms": {}}
+  scores = {}
+  ref_params = _params(base.model)
+  for loss in config.prm.losses:
+    log(f"training the {loss} PRM")
+    result, prm, stats = training.train_prm(config, os.path.join(workdir, loss), records, loss=loss)
+    scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
+    s = prm_toy.score_solutions(scorer, _params(prm.model), ref_params, base.tokenizer, eval_problems, eval_samples,
+                                batch_size=ev.batch_size, max_length=ev.max_length)
+    for mode in ev.modes:
+      for how in ev.aggregations:
+        scores[f"{loss}:{mode}_{how}"] = s[f"{mode}_{how}"]
+    f1 = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], labels, correct, tune) for mode in ev.modes}
+    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1}
+  weighted = f"{config.prm.losses[0]}:{ev.weighted}"
+  rows = prm_toy.best_of_n_report(correct, classes, scores, ns=ev.best_of, weighted=weighted,
+                                  num_subsets=ev.num_subsets, seed=config.seed)
+  report["best_of_n"] = [r.__dict__ for r in rows]
+  report["best_of_n_table"] = best_of_n.format_table(rows)
+  return report
+
+
+def format_first_error(report: dict) -> str:
+  lines = ["| PRM | step reward | F1 (test) | acc. erroneous | acc. correct | threshold | best constant F1 | "
+           "outcome-aware baseline F1 |", "|---|---|---|---|---|---|---|---|"]
+  for loss, r in report["prms"].items():
+    for mode, f in r["first_error"].items():
+      p, o = f["prm"], f["outcome_baseline"]
+      lines.append(f"| {loss} | {mode} | {p['f1']:.3f} | {p['acc_error']:.3f} | {p['acc_correct']:.3f} | "
+                   f"{f['threshold']:.3f} | {f['constant']:.3f} | {o['f1']:.3f} |")
+  return "\n".join(lines)
+
+
+def run_real(config, workdir: str, mesh, log=print) -> dict:
+  """Train on `data.train_path` with every loss, then ProcessBench if `eval.processbench_dir` is set."""
+  from pragjax.eval import processbench
+  from pragjax.prm import data as prm_data, implicit, training
+
+  report = {"prms": {}}
+  records = []
+  if config.data.train_path:
+    records = [prm_data.outcome_record(r, separator=config.prm.separator, where=f"{config.data.train_path}, "
+                                       f"record {i}") for i, r in enumerate(read_jsonl(config.data.train_path))]
+  base = runner.load_model(dict(config.model), mesh)
+  ref_params = _params(base.model)
+  cases = {}
+  if config.eval.processbench_dir:
+    for split in config.eval.processbench_splits:
+      c = processbench.load_processbench(os.path.join(config.eval.processbench_dir, f"{split}.json"))
+      cases[split] = c[:config.eval.processbench_limit] if config.eval.processbench_limit else c
+  for loss in config.prm.losses:
+    if not records:
+      raise ValueError("config.data.train_path is empty: nothing to train the PRM on")
+    log(f"training the {loss} PRM on {len(records)} records")
+    result, prm, stats = training.train_prm(config, os.path.join(workdir, loss), records, loss=loss)
+    entry = {"stats": stats, "final_metrics": result.last_metrics}
+    if cases and not result.preempted:
+      scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
+      step_scores = {split: processbench.score_cases(
+          scorer, _params(prm.model), ref_params, base.tokenizer, c, separator=config.prm.separator,
+          chat_template=training.chat_template_flag(config.prm.chat_template), max_length=config.eval.max_length,
+          batch_size=config.eval.batch_size) for split, c in cases.items()}
+      labels = {split: [x["label"] for x in c] for split, c in cases.items()}
+      for mode in config.eval.modes:
+        entry[f"processbench_{mode}"] = processbench.cross_split_report(
+            {split: s[mode] for split, s in step_scores.items()}, labels)
+    report["prms"][loss] = entry
+  return report
+
+
+def run(config, workdir: str, log=print) -> dict:
+  workdir = runner.prepare_workdir(workdir)
+  mesh = sharding_lib.mesh_from_config(dict(config.mesh))
+  with jax.set_mesh(mesh):  # The PRMs train on this mesh; the reference and the scoring live on it too.
+    if config.world.name == "arithmetic":
+      report = run_toy(config, workdir, mesh, log)
+    else:
+      report = run_real(config, workdir, mesh, log)
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=1, default=float)
+  return report
+
+
+def main(argv):
+  del argv
+  runner.setup(_CONFIG.value)
+  report = run(_CONFIG.value, _WORKDIR.value)
+  if "best_of_n_table" in report:
+    print(f"\nheld-out sample accuracy {report['eval_sample_accuracy']:.3f} "
+          f"({report['eval_problems']} problems x {report['eval_samples']} samples); "
+          "cells: mean over random n-subsets [95% CI] (first n)\n")
+    print(report["best_of_n_table"])
+    print("\nfirst-error F1 against the world's step labels (threshold tuned on the other held-out problems)\n")
+    print(format_first_error(report))
+  for loss, entry in report["prms"].items():
+    for key, rows in entry.items():
+      if key.startswith("processbench_"):
+        print(f"\n{loss} PRM, ProcessBench, {key[len('processbench_'):]} step rewards\n")
+        print("| tuned on | split | threshold | acc. erroneous | acc. correct | F1 |\n|---|---|---|---|---|---|")
+        for r in rows:
+          print(f"| {r['tuned_on']} | {r['split']} | {r['threshold']:.4f} | {r['acc_error']:.3f} | "
+                f"{r['acc_correct']:.3f} | {r['f1']:.3f} |")
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  app.run(main)
