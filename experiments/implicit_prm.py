@@ -26,8 +26,15 @@ from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import read_jsonl
 from pragjax.train import runner
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/implicit_prm.py:toy", "config file:variant")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (one subdirectory per trained PRM, report.json)")
+_FLAGS = {}
+
+
+def _define_flags():
+  """Flags are defined when run as a script only, so that `experiments.quickstart` can import `run`."""
+  _FLAGS["config"] = config_flags.DEFINE_config_file("config", "experiments/configs/implicit_prm.py:toy",
+                                                     "config file:variant")
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None,
+                                          "output directory (one subdirectory per trained PRM, report.json)")
 
 
 def _params(model):
@@ -146,8 +153,9 @@ def run(config, workdir: str, log=print) -> dict:
 
 def main(argv):
   del argv
-  runner.setup(_CONFIG.value)
-  report = run(_CONFIG.value, _WORKDIR.value)
+  config = _FLAGS["config"].value
+  runner.setup(config)
+  report = run(config, _FLAGS["workdir"].value)
   if "best_of_n_table" in report:
     print(f"\nheld-out sample accuracy {report['eval_sample_accuracy']:.3f} "
           f"({report['eval_problems']} problems x {report['eval_samples']} samples); "
@@ -167,4 +175,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -12,11 +12,14 @@ import time
 
 from absl import app, flags
 
-from experiments import sft
+from experiments import implicit_prm, sft
+from experiments.configs import implicit_prm as implicit_prm_configs
 from experiments.configs import sft as sft_configs
 from pragjax.train import runner
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (default: a new temporary directory)")
+# experiments.sft defines --workdir (and --config) at import; reuse it rather than define it twice.
+_WORKDIR = (flags.FLAGS["workdir"] if "workdir" in flags.FLAGS else
+            flags.DEFINE_string("workdir", None, "output directory (default: a new temporary directory)"))
 _ONLY = flags.DEFINE_list("only", [], "run only these rows (names in ROWS)")
 
 
@@ -36,7 +39,28 @@ def sft_row(workdir: str) -> list[dict]:
   ]
 
 
-ROWS = {"sft": sft_row}
+def implicit_prm_row(workdir: str) -> list[dict]:
+  """Implicit PRM: CE and DPO reward models trained from final-answer labels of the shipped model's samples,
+  used for best-of-16 on held-out problems and for first-error detection (the `ci` variant of the toy run)."""
+  config = implicit_prm_configs.get_config("ci")
+  report = implicit_prm.run(config, os.path.join(workdir, "implicit_prm"), log=lambda *_: None)
+  acc = {(r["method"], r["n"]): r["subsets"] for r in report["best_of_n"]}
+  name, n = "implicit PRM (arithmetic)", report["eval_problems"]
+  rows = []
+  for loss in config.prm.losses:
+    rows += [
+        {"experiment": name, "metric": f"best-of-16 accuracy: random pick -> {loss} PRM (min step reward)",
+         "before": acc[("random", 16)], "after": acc[(f"{loss}:single_min", 16)], "n": n},
+        {"experiment": name, "metric": f"best-of-16 accuracy: majority vote -> {loss} PRM (min step reward)",
+         "before": acc[("majority", 16)], "after": acc[(f"{loss}:single_min", 16)], "n": n},
+    ]
+    f1 = report["prms"][loss]["first_error"]["single"]
+    rows.append({"experiment": name, "metric": f"first-error F1: best constant -> {loss} PRM (single step rewards)",
+                 "before": f1["constant"], "after": f1["prm"]["f1"], "n": f1["cases"]})
+  return rows
+
+
+ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row}
 
 
 def _fmt(x):
