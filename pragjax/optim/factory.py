@@ -25,13 +25,19 @@ import jax
 import optax
 
 
-def path_str(path) -> str:
-  """`('layers', 0, 'mlp', 'up_proj')` -> `"layers.0.mlp.up_proj"`."""
+def path_parts(path) -> tuple[str, ...]:
+  """A pytree key path as strings, without NNX's trailing `value` keys."""
   parts = []
   for k in path:
     k = getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
-    parts.append(str(k))
-  return ".".join(parts)
+    if k not in ("value", "raw_value"):
+      parts.append(str(k))
+  return tuple(parts)
+
+
+def path_str(path) -> str:
+  """`('layers', 0, 'mlp', 'up_proj')` -> `"layers.0.mlp.up_proj"`."""
+  return ".".join(path_parts(path))
 
 
 def make_schedule(cfg: Mapping[str, Any]) -> optax.Schedule:

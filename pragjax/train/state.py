@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from pragjax import sharding as sharding_lib
+from pragjax.optim.factory import path_parts
 
 
 @flax.struct.dataclass
@@ -49,13 +50,13 @@ def state_shardings(state: TrainState, mesh, rules=sharding_lib.DEFAULT_RULES):
   param_sh = sharding_lib.param_shardings(state.params, mesh, rules)
   by_path = {}
   for path, sh in jax.tree_util.tree_leaves_with_path(param_sh):
-    by_path[_clean(path)] = sh
+    by_path[path_parts(path)] = sh
   shapes = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
-    shapes[_clean(path)] = leaf.shape
+    shapes[path_parts(path)] = leaf.shape
 
   def opt_leaf(path, leaf):
-    key = _clean(path)
+    key = path_parts(path)
     for n in range(len(key)):
       suffix = key[n:]
       if suffix in by_path and getattr(leaf, "shape", None) == shapes[suffix]:
@@ -68,12 +69,3 @@ def state_shardings(state: TrainState, mesh, rules=sharding_lib.DEFAULT_RULES):
     ref_sh = sharding_lib.param_shardings(state.ref_params, mesh, rules)
   return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated, ref_params=ref_sh)
 
-
-def _clean(path) -> tuple:
-  out = []
-  for k in path:
-    k = getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
-    if k in ("value", "raw_value"):
-      continue
-    out.append(str(k))
-  return tuple(out)
