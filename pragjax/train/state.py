@@ -30,7 +30,14 @@ class TrainState:
 
 def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, *, seed: int = 0,
                      ref_model: nnx.Module | None = None) -> tuple[nnx.GraphDef, TrainState]:
-  """Splits `model` into a graphdef and a fresh `TrainState`."""
+  """Splits `model` into a graphdef and a fresh `TrainState`.
+
+  The state holds the model's own parameter arrays (no copy, so no extra
+  memory). The train step donates the state, so after the first step the
+  original `model` object's arrays are deleted: rebuild the trained model
+  with `nnx.merge(graphdef, state.params)` (as `runner.train_lm` does), or
+  copy the parameters first if the original is still needed.
+  """
   graphdef, params = nnx.split(model, nnx.Param)
   ref = nnx.state(ref_model, nnx.Param) if ref_model is not None else None
   state = TrainState(
