@@ -134,8 +134,36 @@ def run_real(config, workdir: str, mesh, log=print) -> dict:
       for mode in config.eval.modes:
         entry[f"processbench_{mode}"] = processbench.cross_split_report(
             {split: s[mode] for split, s in step_scores.items()}, labels)
+    if config.eval.best_of_n_path and not result.preempted:
+      entry["best_of_n"] = best_of_n_on_file(config, prm, base, ref_params)
+      log(entry["best_of_n"]["table"])
     report["prms"][loss] = entry
   return report
+
+
+def best_of_n_on_file(config, prm, base, ref_params) -> dict:
+  """Best-of-n of a candidates JSONL (`problem` or `prompt`, gold `answer`, `responses` [N]) with math answers."""
+  from pragjax.eval import best_of_n, math_answers
+  from pragjax.prm import implicit, training
+
+  ev = config.eval
+  recs = read_jsonl(ev.best_of_n_path)[:ev.best_of_n_limit or None]
+  prompts = [r.get("problem", r.get("prompt")) for r in recs]
+  responses = [r["responses"] for r in recs]
+  preds = [[math_answers.extract_answer(x) for x in group] for group in responses]
+  correct = np.asarray([[math_answers.is_equiv(a, str(r["answer"])) for a in group] for r, group in zip(recs, preds)])
+  classes = [math_answers.answer_groups(group) for group in preds]
+  scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
+  s = best_of_n.score_responses(scorer, _params(prm.model), ref_params, base.tokenizer, prompts, responses,
+                                separator=config.prm.separator,
+                                chat_template=training.chat_template_flag(config.prm.chat_template),
+                                max_length=ev.max_length, batch_size=ev.batch_size)
+  scores = {f"{m}_{h}": s[f"{m}_{h}"] for m in ev.modes for h in ev.aggregations}
+  ns = [n for n in ev.best_of if n <= correct.shape[1]]
+  rows = best_of_n.evaluate_best_of_n(
+      correct, classes, scores, ns=ns, num_subsets=ev.num_subsets, seed=config.seed,
+      methods=["random", "majority", f"weighted:{ev.weighted}", *scores, "oracle"])
+  return {"rows": [r.__dict__ for r in rows], "table": best_of_n.format_table(rows)}
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -156,6 +184,10 @@ def main(argv):
   config = _FLAGS["config"].value
   runner.setup(config)
   report = run(config, _FLAGS["workdir"].value)
+  for loss, entry in report["prms"].items():
+    if "best_of_n" in entry:
+      print(f"\n{loss} PRM, best-of-n on {_FLAGS['config'].value.eval.best_of_n_path}\n")
+      print(entry["best_of_n"]["table"])
   if "best_of_n_table" in report:
     print(f"\nheld-out sample accuracy {report['eval_sample_accuracy']:.3f} "
           f"({report['eval_problems']} problems x {report['eval_samples']} samples); "

@@ -31,6 +31,8 @@ Fields beyond common.py:
   eval.weighted           aggregation whose sigmoid weights the weighted vote
   eval.processbench_dir   directory with ProcessBench {split}.json ("" = skip)
   eval.processbench_splits, eval.processbench_limit (cases per split, 0 = all)
+  eval.best_of_n_path     JSONL of candidates ({problem|prompt, answer, responses: [N]}) scored for
+                          best-of-n with math answer equivalence ("" = skip); eval.best_of_n_limit
   eval.batch_size, eval.max_length   scoring batch and token budget
 """
 
@@ -48,7 +50,8 @@ def get_config(arg: str = "toy") -> ConfigDict:
                             sample_batch=1024))
   c.eval = ConfigDict(dict(best_of=(4, 16, 64), num_subsets=20, modes=("single", "accumulative"),
                            aggregations=("min", "sum", "last"), weighted="single_min", processbench_dir="",
-                           processbench_splits=("gsm8k", "math"), processbench_limit=0, batch_size=256,
+                           processbench_splits=("gsm8k", "math"), processbench_limit=0, best_of_n_path="",
+                           best_of_n_limit=0, batch_size=256,
                            max_length=128))
   c.train = common.train_config(steps=0, batch_size=64, seq_len=128, log_every=20, checkpoint_every=200,
                                 progress=True, export_hf=False)

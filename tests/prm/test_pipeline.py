@@ -50,11 +50,16 @@ def tiny(tmp_path_factory):
     for i in range(4):  # stepwise records (the SCAN format)
       f.write(json.dumps({"question": f"What is {i} * 2?", "steps": [f"{i} * 2 = {2 * i}", "done"],
                           "scores": [1.0, 0.5]}) + "\n")
+  bon = root / "candidates.jsonl"
+  with open(bon, "w") as f:
+    for i in range(3):
+      responses = [f"{i} + 2 = {i + 2 + (k % 2)}.\n\nSo \\boxed{{{i + 2 + (k % 2)}}}" for k in range(4)]
+      f.write(json.dumps({"problem": f"What is {i} + 2?", "answer": str(i + 2), "responses": responses}) + "\n")
   pb = root / "processbench"
   pb.mkdir()
   for split in ("gsm8k", "math"):
     (pb / f"{split}.json").write_text(json.dumps([_case(i, [-1, 1, 0, 2][i % 4]) for i in range(6)]))
-  return {"model": model_path, "train": str(train), "processbench": str(pb), "root": root}
+  return {"model": model_path, "train": str(train), "processbench": str(pb), "bon": str(bon), "root": root}
 
 
 def test_tiny_end_to_end_every_loss(tiny):
@@ -62,11 +67,13 @@ def test_tiny_end_to_end_every_loss(tiny):
   config.model.path = tiny["model"]
   config.data.train_path = tiny["train"]
   config.eval.processbench_dir = tiny["processbench"]
-  config.prm.losses = ("ce", "dpo", "nca", "kto")
+  config.prm.losses = ("ce", "dpo", "kto")  # NCA shares DPO's pairs and wiring (its loss is unit-tested)
+  config.eval.best_of_n_path = tiny["bon"]
+  config.eval.best_of = (2, 4)
   config.train.update(steps=2, batch_size=8, log_every=1, export_hf=True)
   config.optim.lr = 1e-3
   report = implicit_prm.run(config, str(tiny["root"] / "run"), log=lambda *_: None)
-  assert set(report["prms"]) == {"ce", "dpo", "nca", "kto"}
+  assert set(report["prms"]) == {"ce", "dpo", "kto"}
   for loss, entry in report["prms"].items():
     assert np.isfinite(entry["final_metrics"]["loss"]), loss
     rows = entry["processbench_single"]
@@ -74,6 +81,9 @@ def test_tiny_end_to_end_every_loss(tiny):
     assert all(0.0 <= r["f1"] <= 1.0 for r in rows)
   assert report["prms"]["dpo"]["stats"]["pairs"] == 12 and report["prms"]["ce"]["stats"]["records"] == 28
   assert "kl" in report["prms"]["kto"]["final_metrics"]
+  bon = {(r["method"], r["n"]): r for r in report["prms"]["ce"]["best_of_n"]["rows"]}
+  assert bon[("oracle", 4)]["first_n"] == 1.0 and bon[("random", 4)]["first_n"] == 0.5
+  assert ("single_min", 2) in bon and ("weighted:single_min", 4) in bon
   model, _ = load_hf(os.path.join(tiny["root"], "run", "ce", "hf"))  # exported PRM loads back
   assert model.config.vocab_size == hf_models.VOCAB
   assert os.path.exists(os.path.join(tiny["root"], "run", "report.json"))
