@@ -109,12 +109,12 @@ def tune_threshold(step_scores: Sequence[Sequence[float]], label: Sequence[int],
   cands = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
   if cands.size > max_candidates:
     cands = np.quantile(cands, np.linspace(0, 1, max_candidates))
-  best_t, best_f1 = float(cands[0]), -1.0
+  best_t, best_f1 = float(cands[0]), float("nan")
   for t in cands:
     f1 = processbench_f1(predict_first_error(step_scores, t), label)["f1"]
-    if f1 > best_f1:
+    if f1 > best_f1 or (np.isnan(best_f1) and not np.isnan(f1)):
       best_t, best_f1 = float(t), f1
-  return best_t, best_f1
+  return best_t, best_f1  # F1 is NaN (and the threshold arbitrary) when one kind of case is absent
 
 
 def cross_split_report(scores: Mapping[str, Sequence[Sequence[float]]], labels: Mapping[str, Sequence[int]]
