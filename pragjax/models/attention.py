@@ -52,17 +52,27 @@ def attention(
     scale: float,
     softcap: float | None = None,
     implementation: str | None = None,
+    chunk_size: int = 512,
 ) -> Float[Array, "B T N H"]:
   """Multi-head attention with grouped KV heads (GQA/MQA: N % K == 0).
 
   Args:
-    implementation: None or "xla" (XLA kernel), "cudnn" (GPU fused kernel) or
-      "explicit" (einsum path; forced when `softcap` is set).
+    implementation: None or "xla" (XLA kernel), "cudnn" (GPU fused kernel),
+      "explicit" (einsum path; forced when `softcap` is set) or "chunked"
+      (the explicit path over blocks of `chunk_size` queries, rematerialised
+      in the backward pass: memory O(chunk_size x S) instead of O(T x S) for
+      the scores, for long sequences where no fused kernel exists, e.g. CPU).
   """
+  if implementation == "chunked":
+    return _chunked(q, k, v, mask, scale, softcap, chunk_size)
   if softcap is None and implementation != "explicit":
     return jax.nn.dot_product_attention(
         q, k, v, mask=mask, scale=scale, implementation=implementation
     )
+  return _explicit(q, k, v, mask, scale, softcap)
+
+
+def _explicit(q, k, v, mask, scale, softcap):
   b, t, n, h = q.shape
   kh = k.shape[2]
   qg = q.reshape(b, t, kh, n // kh, h)
@@ -74,3 +84,18 @@ def attention(
   p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
   o = jnp.einsum("bkgts,bskh->btkgh", p, v)
   return o.reshape(b, t, n, h)
+
+
+def _chunked(q, k, v, mask, scale, softcap, chunk_size):
+  b, t, n, h = q.shape
+  c = max(1, min(chunk_size, t))
+  pad = (-t) % c
+  if pad:  # padded query rows are fully masked; their outputs are dropped
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, pad), (0, 0)))
+  nb = (t + pad) // c
+  qs = q.reshape(b, nb, c, n, h).swapaxes(0, 1)
+  ms = mask.reshape(b, 1, nb, c, mask.shape[-1]).transpose(2, 0, 1, 3, 4)
+  block = jax.checkpoint(lambda args: _explicit(args[0], k, v, args[1], scale, softcap))
+  out = jax.lax.map(block, (qs, ms))
+  return out.swapaxes(0, 1).reshape(b, t + pad, n, h)[:, :t]

@@ -86,7 +86,8 @@ class ModelConfig:
   # Numerics and kernels (not part of the HF file).
   dtype: str = "float32"
   param_dtype: str = "float32"
-  attention_impl: str | None = None  # None/"xla", "cudnn" or "explicit"
+  attention_impl: str | None = None  # None/"xla", "cudnn", "explicit" or "chunked"
+  attention_chunk: int = 512  # query block for attention_impl="chunked"
   moe_impl: str = "ragged"  # "ragged" (grouped matmul) or "dense"
   # Keys of the source config.json that pragjax does not interpret, kept so
   # that save_hf writes them back. Excluded from hashing and equality.
@@ -124,10 +125,10 @@ class ModelConfig:
         raise ConfigError(f"unsupported layer type {t!r}; supported: {LAYER_TYPES}")
     if "sliding_attention" in self.layer_types and not self.sliding_window:
       raise ConfigError("sliding_attention layers need a sliding_window")
-    if self.attention_impl not in (None, "xla", "cudnn", "explicit"):
+    if self.attention_impl not in (None, "xla", "cudnn", "explicit", "chunked"):
       raise ConfigError(
           f"attention_impl={self.attention_impl!r}; expected None, 'xla',"
-          " 'cudnn' or 'explicit'"
+          " 'cudnn', 'explicit' or 'chunked'"
       )
     if self.moe_impl not in ("ragged", "dense"):
       raise ConfigError(f"moe_impl={self.moe_impl!r}; expected 'ragged' or 'dense'")

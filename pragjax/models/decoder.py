@@ -184,6 +184,7 @@ class Attention(nnx.Module):
         scale=cfg.attention_scale,
         softcap=cfg.attn_logit_softcapping,
         implementation=cfg.attention_impl,
+        chunk_size=cfg.attention_chunk,
     )
     out = jnp.einsum("btnh,nhd->btd", o, self.o_proj[...].astype(dt))
     if cfg.o_bias:
