@@ -41,6 +41,21 @@ def _params(model):
   return nnx.state(model, nnx.Param)
 
 
+def _cached(workdir: str, name: str, key: dict, make):
+  """`make()`, saved as WORKDIR/name.json and reused by a rerun with the same `key` (sampling is the slow part)."""
+  path = os.path.join(workdir, f"{name}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("key") == key:
+      return saved["value"]
+  value = make()
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      json.dump({"key": key, "value": value}, f)
+  return value
+
+
 def run_toy(config, workdir: str, mesh, log=print) -> dict:
   """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
   from pragjax.eval import best_of_n, prm_toy
@@ -50,18 +65,23 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   w, ev = config.world, config.eval
   base = runner.load_model(dict(config.model), mesh)
   train_problems = arithmetic.training_problems(np.random.default_rng(config.seed + 1), w.train_problems)
+  key = {"model": base.path, "seed": config.seed, "temperature": w.temperature, "max_new_tokens": w.max_new_tokens}
   log(f"sampling {w.train_samples} solutions for each of {w.train_problems} training problems (T={w.temperature})")
-  train_samples = prm_toy.sample_solutions(base.model, base.tokenizer, train_problems, num_samples=w.train_samples,
-                                           temperature=w.temperature, seed=config.seed + 2,
-                                           max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch)
+  train_samples = _cached(workdir, "train_samples", {**key, "problems": w.train_problems, "n": w.train_samples},
+                          lambda: prm_toy.sample_solutions(
+                              base.model, base.tokenizer, train_problems, num_samples=w.train_samples,
+                              temperature=w.temperature, seed=config.seed + 2, max_new_tokens=w.max_new_tokens,
+                              batch_size=w.sample_batch))
   records = prm_toy.outcome_records(train_problems, train_samples)
   label_rate = float(np.mean([r["label"] for r in records]))
   log(f"training records: {len(records)}, correct by final answer: {label_rate:.3f}")
   eval_problems = arithmetic.heldout_problems(config.seed, w.eval_problems)
   log(f"sampling {w.eval_samples} solutions for each of {w.eval_problems} held-out problems")
-  eval_samples = prm_toy.sample_solutions(base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples,
-                                          temperature=w.temperature, seed=config.seed + 3,
-                                          max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch)
+  eval_samples = _cached(workdir, "eval_samples", {**key, "problems": w.eval_problems, "n": w.eval_samples},
+                         lambda: prm_toy.sample_solutions(
+                             base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples,
+                             temperature=w.temperature, seed=config.seed + 3, max_new_tokens=w.max_new_tokens,
+                             batch_size=w.sample_batch))
   correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(eval_problems, eval_samples)])
   labels = prm_toy.first_error_labels(eval_problems, eval_samples)
   classes = prm_toy.answer_classes(eval_samples)
@@ -82,6 +102,9 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
         scores[f"{loss}:{mode}_{how}"] = s[f"{mode}_{how}"]
     f1 = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], labels, correct, tune) for mode in ev.modes}
     report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1}
+  np.savez(os.path.join(workdir, "eval_scores.npz"), correct=correct, first_error=labels,
+           num_steps=np.asarray([[len(arithmetic.split_steps(x)) for x in g] for g in eval_samples]),
+           **{k.replace(":", "__"): v for k, v in scores.items()})
   weighted = f"{config.prm.losses[0]}:{ev.weighted}"
   rows = prm_toy.best_of_n_report(correct, classes, scores, ns=ev.best_of, weighted=weighted,
                                   num_subsets=ev.num_subsets, seed=config.seed)

@@ -18,10 +18,12 @@ Fields beyond common.py:
   prm.losses              losses to train, each its own PRM: ce | dpo | nca | kto
   prm.beta                reward scale beta
   prm.label_threshold     label >= threshold counts as correct (pairs, KTO)
+  prm.max_pairs_per_prompt DPO/NCA: pairs kept per prompt, drawn at random (0 = every pair)
   prm.chat_template       "" = use the tokenizer's template when it has one; "on" | "off"
   prm.separator           step separator when records give steps ("\\n\\n")
   prm.kto_desirable_weight, prm.kto_undesirable_weight   KTO lambda_D, lambda_U
   train.epochs            epochs when train.steps is 0
+  train.length_bucket     pad each batch to its longest sequence rounded up to this (0 = seq_len)
   world.*                 toy: train_problems, train_samples, eval_problems, eval_samples,
                           tune_fraction (held-out problems used to tune the F1 threshold),
                           temperature, max_new_tokens, sample_batch (sequences per generate call)
@@ -43,7 +45,8 @@ from experiments.configs import common
 
 def get_config(arg: str = "toy") -> ConfigDict:
   c = common.base_config()
-  c.prm = ConfigDict(dict(losses=("ce", "dpo"), beta=0.05, label_threshold=0.5, chat_template="", separator="\n\n",
+  c.prm = ConfigDict(dict(losses=("ce", "dpo"), beta=0.05, label_threshold=0.5, max_pairs_per_prompt=0,
+                          chat_template="", separator="\n\n",
                           kto_desirable_weight=1.0, kto_undesirable_weight=1.0))
   c.world = ConfigDict(dict(name="arithmetic", train_problems=512, train_samples=16, eval_problems=200,
                             eval_samples=64, tune_fraction=0.5, temperature=1.0, max_new_tokens=64,
@@ -56,11 +59,17 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.train = common.train_config(steps=0, batch_size=64, seq_len=128, log_every=20, checkpoint_every=200,
                                 progress=True, export_hf=False)
   c.train.epochs = 1
+  c.train.length_bucket = 0
   c.optim = common.optim_config(lr=1e-4, schedule="cosine", warmup_steps=10, total_steps=0, end_lr_factor=0.1,
                                 weight_decay=0.0, clip_norm=1.0)
+  if arg in ("toy", "ci"):
+    # DPO sees as many sequences per prompt as CE (16 samples -> 8 pairs); all pairs would be ~5x the compute.
+    c.prm.max_pairs_per_prompt = 8
+    c.train.length_bucket = 32
   if arg == "toy":
     pass
   elif arg == "ci":
+    c.prm.max_pairs_per_prompt = 4
     c.world.update(train_problems=96, train_samples=8, eval_problems=48, eval_samples=16)
     c.eval.update(best_of=(4, 16), num_subsets=5)
     c.train.update(batch_size=32, log_every=10, progress=False)

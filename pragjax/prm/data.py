@@ -82,14 +82,19 @@ def _by_prompt(records: Sequence[Mapping]) -> dict[str, list[Mapping]]:
   return groups
 
 
-def build_pairs(records: Sequence[Mapping], *, threshold: float = 0.5) -> tuple[list[dict], dict]:
+def build_pairs(records: Sequence[Mapping], *, threshold: float = 0.5, max_pairs_per_prompt: int = 0,
+                seed: int = 0) -> tuple[list[dict], dict]:
   """Every (correct, incorrect) response pair of each prompt -> `{"prompt", "chosen", "rejected"}`.
 
   A response is correct when its label is >= `threshold`. Prompts whose
   responses are all correct or all wrong give no pair and are dropped.
-  Returns (pairs in prompt order, then correct x incorrect order; stats).
+  `max_pairs_per_prompt` > 0 keeps that many of a prompt's pairs, drawn
+  without replacement with `seed` (a compute budget; 0 = all pairs, the
+  reference protocol). Returns (pairs in prompt order, then correct x
+  incorrect order; stats).
   """
-  pairs, dropped, kept = [], 0, 0
+  rng = np.random.default_rng(seed)
+  pairs, dropped, kept, total = [], 0, 0, 0
   for prompt, group in _by_prompt(records).items():
     good = [r["response"] for r in group if r["label"] >= threshold]
     bad = [r["response"] for r in group if r["label"] < threshold]
@@ -97,8 +102,12 @@ def build_pairs(records: Sequence[Mapping], *, threshold: float = 0.5) -> tuple[
       dropped += 1
       continue
     kept += 1
-    pairs.extend({"prompt": prompt, "chosen": w, "rejected": l} for w in good for l in bad)
-  return pairs, {"prompts_kept": kept, "prompts_dropped": dropped, "pairs": len(pairs)}
+    combos = [(w, l) for w in good for l in bad]
+    total += len(combos)
+    if 0 < max_pairs_per_prompt < len(combos):
+      combos = [combos[i] for i in sorted(rng.choice(len(combos), max_pairs_per_prompt, replace=False))]
+    pairs.extend({"prompt": prompt, "chosen": w, "rejected": l} for w, l in combos)
+  return pairs, {"prompts_kept": kept, "prompts_dropped": dropped, "pairs": len(pairs), "pairs_available": total}
 
 
 def build_kto_records(records: Sequence[Mapping], *, seed: int = 0) -> list[dict]:
@@ -122,13 +131,13 @@ def build_kto_records(records: Sequence[Mapping], *, seed: int = 0) -> list[dict
   return out
 
 
-def training_records(records: Sequence[Mapping], loss: str, *, seed: int = 0, threshold: float = 0.5
-                     ) -> tuple[list[dict], dict]:
+def training_records(records: Sequence[Mapping], loss: str, *, seed: int = 0, threshold: float = 0.5,
+                     max_pairs_per_prompt: int = 0) -> tuple[list[dict], dict]:
   """Outcome records -> the examples `loss` trains on (CE keeps every record) and stats."""
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
   if loss in PAIRWISE:
-    return build_pairs(records, threshold=threshold)
+    return build_pairs(records, threshold=threshold, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed)
   if loss == "kto":
     recs = [{**r, "label": float(r["label"] >= threshold)} for r in records]
     return build_kto_records(recs, seed=seed), {"records": len(recs)}
@@ -159,9 +168,17 @@ def tokenize_group(record: Mapping, tokenizer, *, loss: str, max_length: int, ch
   raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Example groups -> right-padded `input_ids`, `attention_mask`, `loss_mask` `[B, G, seq_len]` and `label [B]`."""
+def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int, length_bucket: int = 0
+                   ) -> dict[str, np.ndarray]:
+  """Example groups -> right-padded `input_ids`, `attention_mask`, `loss_mask` `[B, G, T]` and `label [B]`.
+
+  T = seq_len, or with `length_bucket` > 0 the longest sequence rounded up to
+  a multiple of it (at most seq_len): fewer padded tokens, a few compiled shapes.
+  """
   b, g = len(examples), len(examples[0]["sequences"])
+  if length_bucket > 0:
+    longest = max(len(ids) for ex in examples for ids, _ in ex["sequences"])
+    seq_len = min(seq_len, -(-max(longest, 2) // length_bucket) * length_bucket)
   batch = {"input_ids": np.full((b, g, seq_len), pad_id, np.int32),
            "attention_mask": np.zeros((b, g, seq_len), np.int32),
            "loss_mask": np.zeros((b, g, seq_len), np.int32),
@@ -200,10 +217,12 @@ class PrmIterator:
 
 def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mapping], Mapping], *,
                       global_batch_size: int, seq_len: int, seed: int, pad_id: int, shuffle: bool = True,
-                      num_epochs: int | None = None, process_index: int = 0, process_count: int = 1) -> PrmIterator:
+                      num_epochs: int | None = None, process_index: int = 0, process_count: int = 1,
+                      length_bucket: int = 0) -> PrmIterator:
   """Shuffle (seeded, reshuffled each epoch) -> repeat -> this process's slice -> tokenize -> batch.
 
   Full batches only (a last partial global batch is dropped); `num_epochs=None` repeats forever.
+  `length_bucket` (see `collate_groups`) applies with one process only: processes must agree on T.
   """
   if global_batch_size < 1 or global_batch_size % process_count:
     raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of "
@@ -218,5 +237,6 @@ def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mappin
   ds = ProcessSliceMapDataset(ds, global_batch_size=global_batch_size, process_index=process_index,
                               process_count=process_count)
   ds = ds.map(tokenize_fn).batch(global_batch_size // process_count, drop_remainder=True,
-                                 batch_fn=functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id))
+                                 batch_fn=functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id,
+                                                            length_bucket=length_bucket if process_count == 1 else 0))
   return PrmIterator(ds.to_iter_dataset())

@@ -121,8 +121,8 @@ def train_prm(config, workdir: str, records: Sequence[Mapping[str, Any]], *, los
   Args:
     config: ConfigDict with `seed`, `model`, `mesh`, `optim`, `train` (as for
       `train_lm`; `train.steps` 0 = `train.epochs` over the examples) and `prm`
-      (`beta`, `label_threshold`, `chat_template`, `kto_desirable_weight`,
-      `kto_undesirable_weight`); see `experiments/configs/implicit_prm.py`.
+      (`beta`, `label_threshold`, `max_pairs_per_prompt`, `chat_template`,
+      `kto_desirable_weight`, `kto_undesirable_weight`); see `experiments/configs/implicit_prm.py`.
     records: outcome records (`{"prompt", "response", "label"}`; see
       `pragjax.prm.data.outcome_record`).
     loss: one of `pragjax.prm.data.LOSSES`.
@@ -131,7 +131,8 @@ def train_prm(config, workdir: str, records: Sequence[Mapping[str, Any]], *, los
   """
   workdir = runner.prepare_workdir(workdir)
   tc, pc = config.train, config.prm
-  examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold)
+  examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold,
+                                              max_pairs_per_prompt=pc.max_pairs_per_prompt)
   if not examples:
     raise DataError(f"no {loss} training examples from {len(records)} records ({stats}); pairwise losses need "
                     f"prompts with both correct and wrong responses")
@@ -163,7 +164,7 @@ def train_prm(config, workdir: str, records: Sequence[Mapping[str, Any]], *, los
     data = prm_data.make_prm_iterator(
         examples, tokenize, global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
         pad_id=tok.pad_token_id, shuffle=config.data.shuffle, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), length_bucket=tc.length_bucket)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                                 interval=tc.checkpoint_every, async_save=tc.async_checkpoint)
     writer = MetricWriter(workdir)

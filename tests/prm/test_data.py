@@ -24,7 +24,10 @@ def test_pairs_are_every_correct_incorrect_combination_and_uniform_prompts_drop(
   pairs, stats = prm_data.build_pairs(RECORDS)
   got = {(p["prompt"], p["chosen"], p["rejected"]) for p in pairs}
   assert got == {("p1", "a", "b"), ("p1", "a", "d"), ("p1", "c", "b"), ("p1", "c", "d"), ("p4", "i", "h")}
-  assert len(pairs) == 5 and stats == {"prompts_kept": 2, "prompts_dropped": 2, "pairs": 5}
+  assert len(pairs) == 5 and stats == {"prompts_kept": 2, "prompts_dropped": 2, "pairs": 5, "pairs_available": 5}
+  capped, capped_stats = prm_data.build_pairs(RECORDS, max_pairs_per_prompt=2, seed=1)
+  assert capped_stats["pairs"] == 3 and {(p["prompt"], p["chosen"], p["rejected"]) for p in capped} <= got
+  assert capped == prm_data.build_pairs(RECORDS, max_pairs_per_prompt=2, seed=1)[0]  # seeded
   ce, ce_stats = prm_data.training_records(RECORDS, "ce")
   assert len(ce) == len(RECORDS) and ce_stats["records"] == 9  # CE keeps all-correct and all-wrong prompts
 
@@ -75,6 +78,13 @@ def test_group_batches_have_response_targets():
     m = batch["loss_mask"][0, g]
     assert m[:n_prompt].sum() == 0 and m.sum() == len(resp) + 1  # response chars + EOS
     assert batch["input_ids"][0, g, n_prompt + len(resp)] == tok.eos_token_id
+
+
+def test_length_bucket_pads_to_the_batch_longest():
+  tok, fn = _tokenize("ce", max_length=64)
+  batch = prm_data.collate_groups([fn({"prompt": "a?\n", "response": "#1\n", "label": 1.0})], 64, tok.pad_token_id,
+                                  length_bucket=16)
+  assert batch["input_ids"].shape == (1, 1, 16)
 
 
 def test_iterator_resumes_exactly():
