@@ -84,10 +84,12 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
                              batch_size=w.sample_batch))
   correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(eval_problems, eval_samples)])
   labels = prm_toy.first_error_labels(eval_problems, eval_samples)
+  value_labels = prm_toy.first_error_labels(eval_problems, eval_samples, prm_toy.value_first_error)
   classes = prm_toy.answer_classes(eval_samples)
   tune = int(round(w.tune_fraction * w.eval_problems))
   report = {"train_records": len(records), "train_label_rate": label_rate,
-            "eval_sample_accuracy": float(correct.mean()), "eval_problems": w.eval_problems,
+            "eval_sample_accuracy": float(correct.mean()), "eval_exact_rate": float(np.mean(labels == -1)),
+            "eval_value_exact_rate": float(np.mean(value_labels == -1)), "eval_problems": w.eval_problems,
             "eval_samples": w.eval_samples, "prms": {}}
   scores = {}
   ref_params = _params(base.model)
@@ -101,7 +103,10 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
       for how in ev.aggregations:
         scores[f"{loss}:{mode}_{how}"] = s[f"{mode}_{how}"]
     f1 = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], labels, correct, tune) for mode in ev.modes}
-    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1}
+    f1_values = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], value_labels, correct, tune)
+                 for mode in ev.modes}
+    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1,
+                            "first_error_names_ignored": f1_values}
   np.savez(os.path.join(workdir, "eval_scores.npz"), correct=correct, first_error=labels,
            num_steps=np.asarray([[len(arithmetic.split_steps(x)) for x in g] for g in eval_samples]),
            **{k.replace(":", "__"): v for k, v in scores.items()})
@@ -113,11 +118,11 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   return report
 
 
-def format_first_error(report: dict) -> str:
+def format_first_error(report: dict, key: str = "first_error") -> str:
   lines = ["| PRM | step reward | F1 (test) | acc. erroneous | acc. correct | threshold | best constant F1 | "
            "outcome-aware baseline F1 |", "|---|---|---|---|---|---|---|---|"]
   for loss, r in report["prms"].items():
-    for mode, f in r["first_error"].items():
+    for mode, f in r[key].items():
       p, o = f["prm"], f["outcome_baseline"]
       lines.append(f"| {loss} | {mode} | {p['f1']:.3f} | {p['acc_error']:.3f} | {p['acc_correct']:.3f} | "
                    f"{f['threshold']:.3f} | {f['constant']:.3f} | {o['f1']:.3f} |")
@@ -216,8 +221,12 @@ def main(argv):
           f"({report['eval_problems']} problems x {report['eval_samples']} samples); "
           "cells: mean over random n-subsets [95% CI] (first n)\n")
     print(report["best_of_n_table"])
-    print("\nfirst-error F1 against the world's step labels (threshold tuned on the other held-out problems)\n")
+    print(f"\nfirst-error F1 against the world's step labels (threshold tuned on the other held-out problems; "
+          f"{report['eval_exact_rate']:.4f} of samples have every step right)\n")
     print(format_first_error(report))
+    print(f"\ndiagnostic, not the world's labels: the same with target variable names ignored "
+          f"({report['eval_value_exact_rate']:.4f} of samples right)\n")
+    print(format_first_error(report, "first_error_names_ignored"))
   for loss, entry in report["prms"].items():
     for key, rows in entry.items():
       if key.startswith("processbench_"):

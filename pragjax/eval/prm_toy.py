@@ -20,7 +20,8 @@ from pragjax.eval import best_of_n, processbench
 from pragjax.prm import implicit, steps as steps_lib
 from pragjax.toyworld import arithmetic
 
-__all__ = ["sample_solutions", "outcome_records", "score_solutions", "first_error_labels", "answer_classes",
+__all__ = ["sample_solutions", "outcome_records", "score_solutions", "first_error_labels", "value_first_error",
+           "answer_classes",
            "first_error_report", "best_of_n_report"]
 
 
@@ -40,9 +41,32 @@ def outcome_records(problems: Sequence[arithmetic.Problem], samples: Sequence[Se
           for p, group in zip(problems, samples) for s in group]
 
 
-def first_error_labels(problems: Sequence[arithmetic.Problem], samples: Sequence[Sequence[str]]) -> np.ndarray:
-  """`[P, N]` int: the world's exact first-error index of every sample (-1 if all steps are right)."""
-  return np.asarray([[arithmetic.first_error(p, s) for s in group] for p, group in zip(problems, samples)])
+def first_error_labels(problems: Sequence[arithmetic.Problem], samples: Sequence[Sequence[str]],
+                       rule=arithmetic.first_error) -> np.ndarray:
+  """`[P, N]` int: the first-error index of every sample under `rule` (default the world's exact labels)."""
+  return np.asarray([[rule(p, s) for s in group] for p, group in zip(problems, samples)])
+
+
+def value_first_error(problem: arithmetic.Problem, solution_text: str) -> int:
+  """A diagnostic relaxation of `arithmetic.first_error` that ignores the target variable's *name*.
+
+  Step i counts as right when its operands, operator and result equal the
+  gold step's (the name before "=" may differ); the answer line and missing or
+  extra steps are judged as in the world. Not the world's label: it only
+  separates "wrong arithmetic or lookup" from "wrong variable name", for
+  models that have not learnt to copy names.
+  """
+  steps = arithmetic.split_steps(solution_text)
+  n_ops = len(problem.operations)
+  for i, step in enumerate(steps):
+    if i < n_ops:
+      parsed, gold = arithmetic.parse_step(step), arithmetic.gold_step(problem, i)
+      ok = parsed is not None and parsed[1:] == gold[1:]
+    else:
+      ok = i == n_ops and arithmetic.parse_answer(step) == problem.answer
+    if not ok:
+      return i
+  return -1 if len(steps) == n_ops + 1 else len(steps)
 
 
 def answer_classes(samples: Sequence[Sequence[str]]) -> list[list[int | None]]:
