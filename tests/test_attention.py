@@ -58,3 +58,13 @@ def test_chunked_uses_less_memory_for_long_sequences():
     f = lambda q, k, v, m: jnp.sum(attention(q, k, v, m, scale=0.2, implementation=impl, chunk_size=256))  # noqa: E731
     return jax.jit(jax.grad(f, argnums=(0, 1, 2))).lower(q, kv, kv, m).compile().memory_analysis().temp_size_in_bytes
   assert peak("xla") > 4 * peak("chunked")
+
+
+@pytest.mark.parametrize("softcap,block", [(None, 8), (None, 64), (3.0, 16)])
+def test_causal_blocks_equal_reference(softcap, block):
+  q, k, v, mask, valid = _inputs(seed=2)
+  ref = attention(q, k, v, mask, scale=0.3, softcap=softcap, implementation="explicit")
+  got = attention(q, k, v, mask, scale=0.3, softcap=softcap, implementation="causal_blocks", chunk_size=block)
+  np.testing.assert_allclose(np.asarray(got)[np.asarray(valid)], np.asarray(ref)[np.asarray(valid)], atol=1e-5)
+  with pytest.raises(ValueError, match="same slots"):
+    attention(q, k[:, :10], v[:, :10], mask[..., :10], scale=0.3, implementation="causal_blocks")

@@ -61,10 +61,16 @@ def attention(
       "explicit" (einsum path; forced when `softcap` is set) or "chunked"
       (the explicit path over blocks of `chunk_size` queries, rematerialised
       in the backward pass: memory O(chunk_size x S) instead of O(T x S) for
-      the scores, for long sequences where no fused kernel exists, e.g. CPU).
+      the scores, for long sequences where no fused kernel exists, e.g. CPU)
+      or "causal_blocks" (queries in blocks of `chunk_size`, each against
+      only the keys at or before its last slot: skips the masked upper
+      triangle; valid only when queries and keys are the same slots, i.e.
+      a forward pass without a KV cache).
   """
   if implementation == "chunked":
     return _chunked(q, k, v, mask, scale, softcap, chunk_size)
+  if implementation == "causal_blocks":
+    return _causal_blocks(q, k, v, mask, scale, softcap, chunk_size)
   if softcap is None and implementation != "explicit":
     return jax.nn.dot_product_attention(
         q, k, v, mask=mask, scale=scale, implementation=implementation
@@ -99,3 +105,18 @@ def _chunked(q, k, v, mask, scale, softcap, chunk_size):
   block = jax.checkpoint(lambda args: _explicit(args[0], k, v, args[1], scale, softcap))
   out = jax.lax.map(block, (qs, ms))
   return out.swapaxes(0, 1).reshape(b, t + pad, n, h)[:, :t]
+
+
+def _causal_blocks(q, k, v, mask, scale, softcap, block):
+  t = q.shape[1]
+  if k.shape[1] != t:
+    raise ValueError("causal_blocks attention needs queries and keys at the same slots (no KV cache)")
+  outs = []
+  for start in range(0, t, block):
+    end = min(start + block, t)
+    qb, mb = q[:, start:end], mask[:, :, start:end, :end]
+    if softcap is None:
+      outs.append(jax.nn.dot_product_attention(qb, k[:, :end], v[:, :end], mask=mb, scale=scale))
+    else:
+      outs.append(_explicit(qb, k[:, :end], v[:, :end], mb, scale, softcap))
+  return jnp.concatenate(outs, axis=1)

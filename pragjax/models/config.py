@@ -86,8 +86,11 @@ class ModelConfig:
   # Numerics and kernels (not part of the HF file).
   dtype: str = "float32"
   param_dtype: str = "float32"
-  attention_impl: str | None = None  # None/"xla", "cudnn", "explicit" or "chunked"
-  attention_chunk: int = 512  # query block for attention_impl="chunked"
+  # None: "causal_blocks" for cache-free passes on CPU, else XLA; or one of
+  # "xla", "cudnn", "explicit", "chunked", "causal_blocks" (see attention.py).
+  attention_impl: str | None = None
+  attention_chunk: int = 512  # query block for "chunked"
+  attention_block: int = 64  # query block for "causal_blocks"
   moe_impl: str = "ragged"  # "ragged" (grouped matmul) or "dense"
   # Keys of the source config.json that pragjax does not interpret, kept so
   # that save_hf writes them back. Excluded from hashing and equality.
@@ -125,10 +128,10 @@ class ModelConfig:
         raise ConfigError(f"unsupported layer type {t!r}; supported: {LAYER_TYPES}")
     if "sliding_attention" in self.layer_types and not self.sliding_window:
       raise ConfigError("sliding_attention layers need a sliding_window")
-    if self.attention_impl not in (None, "xla", "cudnn", "explicit", "chunked"):
+    if self.attention_impl not in (None, "xla", "cudnn", "explicit", "chunked", "causal_blocks"):
       raise ConfigError(
           f"attention_impl={self.attention_impl!r}; expected None, 'xla',"
-          " 'cudnn', 'explicit' or 'chunked'"
+          " 'cudnn', 'explicit', 'chunked' or 'causal_blocks'"
       )
     if self.moe_impl not in ("ragged", "dense"):
       raise ConfigError(f"moe_impl={self.moe_impl!r}; expected 'ragged' or 'dense'")

@@ -179,12 +179,19 @@ class Attention(nnx.Module):
       k, v = ck.astype(dt), cv.astype(dt)
       new_cache = (ck, cv)
     mask = ctx["sliding_mask"] if self.sliding_window is not None else ctx["full_mask"]
+    impl, chunk = cfg.attention_impl, cfg.attention_chunk
+    if impl is None and layer_cache is None and jax.default_backend() == "cpu":
+      impl, chunk = "causal_blocks", cfg.attention_block  # no fused kernel on CPU: skip the upper triangle
+    elif impl == "causal_blocks":
+      if layer_cache is not None:
+        impl = None
+      chunk = cfg.attention_block
     o = attention(
         q, k, v, mask,
         scale=cfg.attention_scale,
         softcap=cfg.attn_logit_softcapping,
-        implementation=cfg.attention_impl,
-        chunk_size=cfg.attention_chunk,
+        implementation=impl,
+        chunk_size=chunk,
     )
     out = jnp.einsum("btnh,nhd->btd", o, self.o_proj[...].astype(dt))
     if cfg.o_bias:
