@@ -31,6 +31,8 @@ if ROOT not in sys.path:
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import jax  # noqa: E402
 
@@ -68,10 +70,13 @@ def build_pragjax(cfg, seed: int = 0):
   return Decoder(cfg, rngs=nnx.Rngs(seed))
 
 
-def load_torch(path: str, attn_implementation: str, dtype: str = "float32"):
+def load_torch(path: str, attn_implementation: str, dtype: str = "float32", threads: int = TORCH_THREADS):
   """transformers model from an HF directory, eval mode, no grad."""
-  torch = setup_torch()
+  torch = setup_torch(threads)
+  import transformers
   from transformers import AutoModelForCausalLM
+
+  transformers.utils.logging.disable_progress_bar()
 
   model = AutoModelForCausalLM.from_pretrained(
       path, attn_implementation=attn_implementation, dtype=getattr(torch, dtype)
@@ -79,14 +84,15 @@ def load_torch(path: str, attn_implementation: str, dtype: str = "float32"):
   return model.eval()
 
 
-def build_pair(cfg, attn_implementations: Sequence[str] = ("sdpa", "eager"), seed: int = 0):
+def build_pair(cfg, attn_implementations: Sequence[str] = ("sdpa", "eager"), seed: int = 0,
+               torch_threads: int = TORCH_THREADS):
   """`(pragjax_model, {impl: torch_model})` holding identical weights."""
   from pragjax.models import save_hf
 
   model = build_pragjax(cfg, seed)
   with tempfile.TemporaryDirectory(prefix="pragjax_bench_") as d:
     save_hf(model, cfg, d)
-    peers = {impl: load_torch(d, impl, cfg.param_dtype) for impl in attn_implementations}
+    peers = {impl: load_torch(d, impl, cfg.param_dtype, torch_threads) for impl in attn_implementations}
   return model, peers
 
 
@@ -134,6 +140,31 @@ def summary(times: Sequence[float]) -> dict[str, float]:
       "max_s": max(times),
       "repeats": len(times),
   }
+
+
+def speedups(ours: Sequence[float], peer: Sequence[float]) -> dict[str, float]:
+  """pragjax speed-up over a peer (> 1: pragjax faster), three ways.
+
+  `of_medians`: median(peer) / median(ours), the headline number.
+  `paired_median`: median over rounds of peer_i / ours_i; the two calls of a
+    round run back to back, so this cancels slow drifts in machine load.
+  `of_mins`: min(peer) / min(ours), the best case of each side.
+  """
+  paired = [p / o for o, p in zip(ours, peer)]
+  return {
+      "of_medians": statistics.median(peer) / statistics.median(ours),
+      "paired_median": statistics.median(paired),
+      "of_mins": min(peer) / min(ours),
+  }
+
+
+def load_snapshot() -> dict[str, float]:
+  """1-min load average and cumulative steal seconds (to judge machine noise)."""
+  with open("/proc/loadavg") as f:
+    load1 = float(f.read().split()[0])
+  with open("/proc/stat") as f:
+    steal = int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+  return {"load1": load1, "steal_s": steal}
 
 
 def verdict(ratio: float, target: float) -> str:

@@ -17,8 +17,8 @@ import argparse
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
 from common import (
-    bench_config, build_pair, jit_forward, machine_info, markdown_table,
-    paired_timings, summary, verdict, write_json,
+    bench_config, build_pair, jit_forward, load_snapshot, machine_info, markdown_table,
+    paired_timings, speedups, summary, verdict, write_json,
 )
 
 import jax
@@ -34,6 +34,7 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--repeats", type=int, default=15)
   p.add_argument("--attn", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
+  p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
   p.add_argument("--target", type=float, default=1.5)
   p.add_argument("--quick", action="store_true", help="smoke test: 2x64, 1 warmup, 3 repeats")
   p.add_argument("--out", default=None, help="write results JSON here")
@@ -71,9 +72,11 @@ def bench_shape(f, st, peers, batch, seq, cfg, args) -> dict:
   for s in stats.values():
     s["tokens_per_s"] = batch * seq / s["median_s"]
   peer = min(peers, key=lambda i: stats[f"torch-{i}"]["median_s"])
-  ratio = stats["pragjax"]["tokens_per_s"] / stats[f"torch-{peer}"]["tokens_per_s"]
+  sp = speedups(times["pragjax"], times[f"torch-{peer}"])
+  ratio = sp["of_medians"]
   return {
-      "batch": batch, "seq": seq, "stats": stats, "peer": f"torch-{peer}", "ratio": ratio,
+      "batch": batch, "seq": seq, "stats": stats, "times": times, "peer": f"torch-{peer}",
+      "ratio": ratio, "speedups": sp,
       "verdict": verdict(ratio, args.target),
       "max_abs_logit_diff": max_logit_diff(f, st, peers[peer], ids, mask),
   }
@@ -82,7 +85,7 @@ def bench_shape(f, st, peers, batch, seq, cfg, args) -> dict:
 def main(argv=None):
   args = parse_args(argv)
   cfg = bench_config(dtype=args.dtype, intermediate=args.intermediate)
-  model, peers = build_pair(cfg, args.attn)
+  model, peers = build_pair(cfg, args.attn, torch_threads=args.torch_threads)
   f, st = jit_forward(model)
   info = machine_info()
   print(f"# model_forward  ({info['date']}, {info['processor']}, {info['cpu_count']} cores,"
@@ -90,23 +93,30 @@ def main(argv=None):
   print(f"config: llama D={cfg.hidden_size} L={cfg.num_hidden_layers} heads={cfg.num_attention_heads}/"
         f"{cfg.num_key_value_heads} head_dim={cfg.head_dim} I={cfg.intermediate_size} V={cfg.vocab_size}"
         f" dtype={cfg.dtype}; warmup {args.warmup}, median of {args.repeats}\n")
+  before = load_snapshot()
   results = [bench_shape(f, st, peers, args.batch, t, cfg, args) for t in args.seq_lens]
+  after = load_snapshot()
   rows = []
   for r in results:
-    s = r["stats"]
-    row = [f"{r['batch']}x{r['seq']}", s["pragjax"]["tokens_per_s"], s["pragjax"]["median_s"] * 1e3]
+    s, sp = r["stats"], r["speedups"]
+    ms = lambda k: f"{s[k]['median_s'] * 1e3:.1f} [{s[k]['min_s'] * 1e3:.1f}]"
+    row = [f"{r['batch']}x{r['seq']}", s["pragjax"]["tokens_per_s"], ms("pragjax")]
     for impl in args.attn:
-      row += [s[f"torch-{impl}"]["tokens_per_s"], s[f"torch-{impl}"]["median_s"] * 1e3]
-    row += [r["peer"], f"{r['ratio']:.2f}x", f"{r['verdict']} (>= {args.target}x)", f"{r['max_abs_logit_diff']:.1e}"]
+      row += [s[f"torch-{impl}"]["tokens_per_s"], ms(f"torch-{impl}")]
+    row += [r["peer"], f"**{sp['of_medians']:.2f}x**", f"{sp['paired_median']:.2f}x", f"{sp['of_mins']:.2f}x",
+            f"{r['verdict']} (>= {args.target}x)", f"{r['max_abs_logit_diff']:.1e}"]
     rows.append(row)
-  headers = ["B x T", "pragjax tok/s", "pragjax ms"]
+  headers = ["B x T", "pragjax tok/s", "pragjax ms [min]"]
   for impl in args.attn:
-    headers += [f"torch-{impl} tok/s", f"torch-{impl} ms"]
-  headers += ["peer", "pragjax/peer", "target", "max |dlogit|"]
+    headers += [f"torch-{impl} tok/s", f"torch-{impl} ms [min]"]
+  headers += ["peer", "pragjax/peer (medians)", "paired", "mins", "target", "max |dlogit|"]
   print(markdown_table(headers, rows))
+  print(f"\ntok/s from medians; 'paired' = median of per-round ratios; 'mins' = ratio of best times."
+        f"\nmachine load: load1 {before['load1']:.2f} -> {after['load1']:.2f},"
+        f" steal {after['steal_s'] - before['steal_s']:.1f} s during the run")
   write_json(args.out, {"benchmark": "model_forward", "machine": info, "args": vars(args),
                         "config": {"intermediate_size": cfg.intermediate_size, "dtype": cfg.dtype},
-                        "results": results})
+                        "load": {"before": before, "after": after}, "results": results})
 
 
 if __name__ == "__main__":
