@@ -2,9 +2,12 @@
 
   python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:arithmetic \
       --workdir=/tmp/pretrain_arithmetic [--config.ship=True]
+  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:knowledge \
+      --workdir=/tmp/pretrain_knowledge [--config.ship=True]
 
-Prints the final loss against the corpus's unigram entropy and the held-out
-accuracy; with `ship`, copies WORKDIR/hf into the package's assets.
+Prints the final loss against the corpus's unigram entropy and what the model
+learnt (arithmetic: held-out accuracy; knowledge: fact recall and verdicts);
+with `ship`, copies WORKDIR/hf into the package's assets.
 """
 
 import os
@@ -15,7 +18,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pragjax.eval import arithmetic as arith_eval
+from pragjax.eval import knowledge as knowledge_eval
 from pragjax.toyworld import arithmetic, builtin
+from pragjax.toyworld import knowledge as kw
 from pragjax.train import runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/pretrain_toy.py:arithmetic",
@@ -23,12 +28,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/pretrai
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory (checkpoints, metrics, hf/)")
 
 
-def pretrain(config, workdir: str) -> dict:
-  if config.world.name != "arithmetic":
-    raise ValueError(f"unknown world {config.world.name!r}; available: arithmetic")
-  tok = arithmetic.tokenizer()
-  docs = arithmetic.corpus(np.random.default_rng(config.seed), config.world.num_docs)
-  records = [{"prompt": "", "response": d} for d in docs]
+def _train(config, workdir: str, tok, docs: list[str], records: list[dict] | None = None):
+  """Trains a fresh model on `records` (default: `docs` as plain LM documents,
+  loss on every token); returns (result, trained model, report)."""
+  if records is None:
+    records = [{"prompt": "", "response": d} for d in docs]
   model = runner.new_model(dict(config.model_arch), tok, seed=config.seed)
   result, trained = runner.train_lm(config, workdir, records=records, model=model)
   ids = [tok.encode(d) + [tok.eos_token_id] for d in docs[:5000]]
@@ -38,10 +42,43 @@ def pretrain(config, workdir: str) -> dict:
       "steps": result.step,
       "preempted": result.preempted,
   }
+  return result, trained, report
+
+
+def _pretrain_arithmetic(config, workdir: str) -> dict:
+  tok = arithmetic.tokenizer()
+  problems = arithmetic.training_problems(np.random.default_rng(config.seed), config.world.num_docs)
+  records = None
+  if not config.world.loss_on_prompt:  # the prompt's random inputs are context, not targets
+    records = [{"prompt": p.prompt, "response": p.solution} for p in problems]
+  result, trained, report = _train(config, workdir, tok, [p.text for p in problems], records)
   if not result.preempted:
     problems = arithmetic.heldout_problems(config.seed, config.world.eval_problems)
     report.update({f"heldout_{k}": v for k, v in arith_eval.evaluate(trained.model, tok, problems).items()})
   return report
+
+
+def _pretrain_knowledge(config, workdir: str) -> dict:
+  w = config.world
+  tok = kw.tokenizer()
+  kb = kw.build_kb(config.seed, w.num_entities)
+  docs = kw.corpus(kb, np.random.default_rng(config.seed), w.num_docs, check_fraction=w.check_fraction,
+                   oneoff_fraction=w.oneoff_fraction)
+  result, trained, report = _train(config, workdir, tok, docs)
+  if not result.preempted:
+    report["fact_recall"] = knowledge_eval.fact_recall(trained.model, tok, kb, max_facts=w.eval_facts)
+    items = kw.statements(kb, config.seed, w.eval_statements_per_label)
+    report.update({f"says_true_{k}": v for k, v in knowledge_eval.verdicts(trained.model, tok, items).items()})
+  return report
+
+
+WORLDS = {"arithmetic": _pretrain_arithmetic, "knowledge": _pretrain_knowledge}
+
+
+def pretrain(config, workdir: str) -> dict:
+  if config.world.name not in WORLDS:
+    raise ValueError(f"unknown world {config.world.name!r}; available: {', '.join(WORLDS)}")
+  return WORLDS[config.world.name](config, workdir)
 
 
 def main(argv):

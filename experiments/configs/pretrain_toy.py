@@ -1,13 +1,21 @@
 """Pretraining the built-in toy model on a toy world's corpus.
 
-Variants: `arithmetic` (the shipped model), `smoke` (seconds; for tests).
+Variants: `arithmetic` and `knowledge` (the shipped models), `smoke` and
+`knowledge_smoke` (seconds; for tests).
 
 model_arch.*       decoder shape (llama family): hidden_size, num_hidden_layers,
                    num_attention_heads, num_key_value_heads, head_dim,
                    intermediate_size, max_position_embeddings, rope_theta
-world.name         arithmetic
-world.num_docs     distinct training documents (held-out problems excluded)
-world.eval_problems held-out problems solved greedily at the end
+world.name         arithmetic | knowledge
+world.num_docs     training documents (arithmetic: held-out problems excluded)
+world.loss_on_prompt arithmetic: also train on prompt tokens (their random inputs
+                   are mostly irreducible entropy); False = loss on solution + EOS
+world.eval_problems held-out problems solved greedily at the end (arithmetic)
+world.num_entities KB entities (knowledge; `pragjax.toyworld.knowledge.build_kb`)
+world.check_fraction share of "<statement> True./False." documents (knowledge)
+world.oneoff_fraction share of biographies of names seen once, random facts (knowledge)
+world.eval_facts   KB facts scored for recall at the end (knowledge)
+world.eval_statements_per_label true/false/neither statements whose verdict is scored (knowledge)
 ship               copy the final model into pragjax/toyworld/assets/<name>
 """
 
@@ -23,19 +31,30 @@ def get_config(arg: str = "arithmetic") -> ConfigDict:
       num_key_value_heads=2, head_dim=32, intermediate_size=384, max_position_embeddings=256,
       rope_theta=10000.0, rms_norm_eps=1e-5,
   ))
-  c.world = ConfigDict(dict(name="arithmetic", num_docs=60_000, eval_problems=500))
+  c.world = ConfigDict(dict(name="arithmetic", num_docs=60_000, eval_problems=500, loss_on_prompt=False))
   c.ship = False
   c.data.packing = True
-  c.train = common.train_config(steps=1200, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200)
-  c.optim = common.optim_config(lr=3e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
+  c.train = common.train_config(steps=1600, batch_size=32, seq_len=128, log_every=50, checkpoint_every=200)
+  c.optim = common.optim_config(lr=3e-3, schedule="cosine", warmup_steps=100, total_steps=1600,
                                 end_lr_factor=0.05, weight_decay=0.01)
   if arg == "arithmetic":
     pass
+  elif arg in ("knowledge", "knowledge_smoke"):
+    # Short documents (about 20 tokens): 64-token packed rows; 160 entities x 4 themes = 640 facts.
+    c.world = ConfigDict(dict(name="knowledge", num_entities=160, num_docs=80_000, check_fraction=0.4,
+                              oneoff_fraction=0.15, eval_facts=400, eval_statements_per_label=200))
+    c.train.update(steps=800, batch_size=32, seq_len=64, log_every=25, checkpoint_every=200)
+    c.optim.update(total_steps=800, warmup_steps=50)
+    if arg == "knowledge_smoke":
+      c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
+      c.world.update(num_entities=40, num_docs=2000, eval_facts=40, eval_statements_per_label=20)
+      c.train.update(steps=30, log_every=10, checkpoint_every=30)
+      c.optim.update(total_steps=30, warmup_steps=5)
   elif arg == "smoke":
     c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
     c.world.update(num_docs=2000, eval_problems=32)
     c.train.update(steps=60, batch_size=32, log_every=10, checkpoint_every=30)
     c.optim.update(total_steps=60, warmup_steps=5)
   else:
-    raise ValueError(f"unknown pretrain_toy variant {arg!r}; expected arithmetic or smoke")
+    raise ValueError(f"unknown pretrain_toy variant {arg!r}; expected arithmetic, knowledge, smoke or knowledge_smoke")
   return c
