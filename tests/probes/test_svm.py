@@ -1,0 +1,107 @@
+"""The linear SVM solver against a reference QP solver and direct transcriptions of its parts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pragjax.probes import svm
+from tests.probes.qp_reference import svm_reference
+
+
+def _problem(seed, n=240, d=12, noise=1.5):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d)
+  y = np.sign(x @ rng.normal(size=d) + noise * rng.normal(size=n))
+  rho = np.ones(n)
+  rho[: n // 8] = rng.uniform(-0.8, 1.0, n // 8)  # sMIL-style relaxed margins
+  return x, y, rho, rng
+
+
+def _solve(x, y, rho, u, **kw):
+  return svm.solve(*(jnp.asarray(a, jnp.float32) for a in (x, y, rho, u)), **kw)
+
+
+@pytest.mark.parametrize("seed,c", [(0, 0.1), (1, 1.0), (2, 10.0), (3, 1.0)])
+def test_decision_values_match_reference_qp(seed, c):
+  x, y, rho, rng = _problem(seed)
+  u = np.full(len(y), c / len(y))
+  u[rng.random(len(y)) < 0.1] = 0.0  # ignored points (padding / other stage)
+  w_ref, b_ref, _, dual_ref = svm_reference(x, y, rho, u)
+  sol = _solve(x, y, rho, u)
+  assert bool(sol.converged)
+  f_ref = x @ w_ref + b_ref
+  f = x @ np.asarray(sol.w, np.float64) + float(sol.b)
+  assert np.corrcoef(f, f_ref)[0, 1] >= 0.999
+  assert np.mean(np.sign(f) == np.sign(f_ref)) >= 0.99
+  np.testing.assert_allclose(float(sol.dual), dual_ref, rtol=1e-4)
+  # The stopping rule's certificate: |w - w*|^2 <= 2 gap (plus float32 slack).
+  assert np.sum((np.asarray(sol.w) - w_ref) ** 2) <= 2 * max(float(sol.gap), 0.0) + 1e-6 * np.sum(w_ref ** 2)
+
+
+def test_batched_over_c_equals_one_by_one():
+  x, y, rho, _ = _problem(4)
+  args = [jnp.asarray(a, jnp.float32) for a in (x, y, rho)]
+  cs = jnp.asarray([0.05, 1.0, 10.0])
+  batched = jax.vmap(lambda c: svm.solve(*args, c * jnp.ones(len(y)) / len(y)))(cs)
+  for i, c in enumerate(cs):
+    single = svm.solve(*args, c * jnp.ones(len(y)) / len(y))
+    assert bool(batched.converged[i]) and bool(single.converged)
+    # Both are within sqrt(2 gap) of the optimum (the stopping rule's certificate).
+    bound = np.sqrt(2 * max(float(batched.gap[i]), 0.0)) + np.sqrt(2 * max(float(single.gap), 0.0)) + 1e-5
+    assert np.linalg.norm(np.asarray(batched.w[i]) - np.asarray(single.w)) <= bound
+
+
+def test_projection_is_the_euclidean_projection():
+  rng = np.random.default_rng(0)
+  n = 200
+  y = np.where(rng.random(n) < 0.3, 1.0, -1.0)
+  u = rng.uniform(0.0, 0.2, n)
+  u[:10] = 0.0
+  v = rng.normal(scale=0.2, size=n)
+  p = np.asarray(svm.project(*(jnp.asarray(a, jnp.float32) for a in (v, y, u))), np.float64)
+  assert np.all(p >= -1e-7) and np.all(p <= u + 1e-7) and abs(p @ y) < 1e-5
+  # Variational inequality: (v - p) . (q - p) <= 0 for every feasible q (here: random feasible points).
+  for _ in range(50):
+    q = rng.uniform(0, 1, n) * u
+    pos, neg = y > 0, y < 0
+    excess = q[pos].sum() - q[neg].sum()  # make y . q = 0 by shrinking the larger side
+    if excess > 0:
+      q[pos] *= 1 - excess / q[pos].sum()
+    else:
+      q[neg] *= 1 + excess / q[neg].sum()
+    assert (v - p) @ (q - p) <= 1e-6
+
+
+def test_optimal_bias_minimises_the_hinge_sum():
+  rng = np.random.default_rng(1)
+  n = 300
+  s, y = rng.normal(size=n), np.where(rng.random(n) < 0.4, 1.0, -1.0)
+  rho, u = rng.uniform(-0.5, 1.0, n), rng.uniform(0.0, 1.0, n)
+
+  def h(b):  # direct transcription
+    return np.sum(u * np.maximum(0.0, rho - y * (s + b)))
+
+  b = float(svm.optimal_bias(*(jnp.asarray(a, jnp.float32) for a in (s, y, rho, u))))
+  kinks = y * (rho - y * s)
+  assert h(b) <= min(h(k) for k in kinks) + 1e-4
+
+
+def test_gap_formula_equals_primal_minus_dual():
+  x, y, rho, rng = _problem(5, n=80)
+  u = np.full(len(y), 0.02)
+  alpha = np.asarray(svm.project(*(jnp.asarray(a, jnp.float32) for a in (rng.uniform(0, 0.02, len(y)), y, u))),
+                     np.float64)
+  w = x.T @ (y * alpha)
+  b = 0.3
+  primal = 0.5 * w @ w + np.sum(u * np.maximum(0.0, rho - y * (x @ w + b)))
+  dual = rho @ alpha - 0.5 * w @ w
+  gap = float(svm.duality_gap(*(jnp.asarray(a, jnp.float64 if jax.config.x64_enabled else jnp.float32)
+                                for a in (alpha, x @ w + b, y, rho, u))))
+  np.testing.assert_allclose(gap, primal - dual, rtol=1e-4, atol=1e-6)
+
+
+def test_unconverged_runs_say_so():
+  x, y, rho, _ = _problem(6)
+  sol = _solve(x, y, rho, np.full(len(y), 10.0 / len(y)), max_iters=20, tol=1e-9)
+  assert not bool(sol.converged) and int(sol.iterations) == 20
