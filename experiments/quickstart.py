@@ -57,6 +57,9 @@ def implicit_prm_row(workdir: str) -> list[dict]:
     f1 = report["prms"][loss]["first_error"]["single"]
     rows.append({"experiment": name, "metric": f"first-error F1: best constant -> {loss} PRM (single step rewards)",
                  "before": f1["constant"], "after": f1["prm"]["f1"], "n": f1["cases"]})
+    f1 = report["prms"][loss]["first_error_names_ignored"]["single"]
+    rows.append({"experiment": name, "metric": f"first-error F1, diagnostic with target names ignored: best constant "
+                 f"-> {loss} PRM", "before": f1["constant"], "after": f1["prm"]["f1"], "n": f1["cases"]})
   return rows
 
 
