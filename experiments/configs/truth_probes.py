@@ -34,7 +34,9 @@ Fields (beyond seed, model.*, mesh.*, runtime.* of common.py):
   probe.num_known_positives  the last-k rule's k
   probe.min_positive_fraction  the relabelling fallback threshold (5%)
   probe.max_bag_size, probe.max_train_bags, probe.cv_max_bags   caps (0 = none)
-  probe.tol, probe.max_iters     SVM duality-gap tolerance (relative) and iteration cap
+  probe.tol              SVM stopping rule: relative duality gap (certified, see pragjax/probes/svm.py)
+  probe.solver           dcd | fista | auto (dual coordinate descent on CPU, FISTA on accelerators)
+  probe.max_epochs, probe.max_iters   DCD epoch and FISTA step caps
   probe.min_positives    a class with fewer training statements is not probed
   conformal.alpha        significance (coverage target 1 - alpha)
   conformal.mondrian     label-conditional calibration instead of the paper's marginal one
@@ -55,7 +57,8 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.probe = ConfigDict(dict(
       layers="", min_depth=0.1, layer_stride=1, methods="sawmil,mean_diff,svm_last,logreg_last", C=-1.0,
       C_grid=(0.05, 0.1, 0.5, 1.0, 10.0), n_folds=3, eta=-1.0, num_known_positives=2, min_positive_fraction=0.05,
-      max_bag_size=10, max_train_bags=1800, cv_max_bags=600, tol=1e-5, max_iters=20_000, min_positives=10))
+      max_bag_size=10, max_train_bags=1800, cv_max_bags=600, tol=1e-4, solver="auto", max_epochs=500,
+      max_iters=20_000, min_positives=10))
   c.conformal = ConfigDict(dict(alpha=0.1, mondrian=False))
   c.report = ConfigDict(dict(plot=True))
   if arg == "toy":

@@ -9,7 +9,8 @@ prediction (>= 0: the probed class):
   norm; f(x) = d . (x - (mu_1 + mu_0) / 2).
 - `LinearSVMProbe`: standardised features (training mean and deviation),
   min 1/2 |w|^2 + C/n sum_i max(0, 1 - y_i (w . z_i + b)) solved by
-  `pragjax.probes.svm.solve` (certified duality gap); unit-norm direction.
+  `pragjax.probes.svm.solve` (certified duality gap); unit-norm direction and
+  the authors' support-vector midpoint bias (`svm.unit_linearization`).
 - `LogisticProbe`: standardised features,
   min 1/2 |w|^2 + C sum_i [log(1 + exp(f_i)) - y_i f_i], f_i = w . z_i + b
   (scikit-learn's convention for C; bias unpenalised), by Newton's method
@@ -76,14 +77,15 @@ def _standardize_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, np.where(std > 0, std, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("check_every",))
-def _svm_path(z, y, Cs, tol, max_iters, check_every=svm.DEFAULT_CHECK_EVERY):
+@functools.partial(jax.jit, static_argnames=("check_every", "method"))
+def _svm_path(z, y, Cs, tol, max_iters, max_epochs, check_every=svm.DEFAULT_CHECK_EVERY, method="dcd"):
   n = z.shape[0]
   ys = jnp.where(y > 0, 1.0, -1.0)
   sol = jax.vmap(lambda c: svm.solve(z, ys, jnp.ones((n,)), jnp.full((n,), c / n), tol=tol, max_iters=max_iters,
-                                     check_every=check_every))(Cs)
-  norm = jnp.maximum(jnp.linalg.norm(sol.w, axis=1), 1e-30)
-  return sol.w / norm[:, None], sol.b / norm, sol
+                                     max_epochs=max_epochs, check_every=check_every, method=method))(Cs)
+  direction, bias = jax.vmap(lambda s, c: svm.unit_linearization(s.w, s.b, z, ys, s.alpha, jnp.full((n,), c / n)))(
+      sol, Cs)
+  return direction, bias, sol
 
 
 def _logistic_objective(theta, za, y, c):
@@ -172,10 +174,14 @@ class LinearSVMProbe(_CVProbe):
   n_folds: int = 3
   tol: float = svm.DEFAULT_TOL
   max_iters: int = svm.DEFAULT_MAX_ITERS
+  max_epochs: int = svm.DEFAULT_MAX_EPOCHS
+  solver: str = "auto"
   seed: int = 0
 
   def _path(self, z, y, grid):
-    w, b, sol = _svm_path(jnp.asarray(z), jnp.asarray(y), jnp.asarray(grid, jnp.float32), self.tol, self.max_iters)
+    method = svm.default_method() if self.solver == "auto" else self.solver
+    w, b, sol = _svm_path(jnp.asarray(z), jnp.asarray(y), jnp.asarray(grid, jnp.float32), self.tol, self.max_iters,
+                          self.max_epochs, method=method)
     return w, b, {"gap": sol.gap, "iterations": sol.iterations, "converged": sol.converged}
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from pragjax.probes import baselines, conformal, metrics, sawmil
+from pragjax.probes import baselines, conformal, metrics, sawmil, svm
 
 METHODS = ("sawmil", "mean_diff", "svm_last", "logreg_last")
 METHOD_NAMES = {"sawmil": "sAwMIL", "mean_diff": "mean-diff (last)", "svm_last": "SVM (last)",
@@ -56,22 +56,23 @@ def fit_probe(method: str, split: Split, positive: np.ndarray, options: Mapping[
   grid = tuple(float(x) for x in o.get("C_grid", sawmil.DEFAULT_C_GRID))
   seed = int(o.get("seed", 0))
   y = positive.astype(np.int64)
+  solver = dict(tol=float(o.get("tol", svm.DEFAULT_TOL)), max_iters=int(o.get("max_iters", svm.DEFAULT_MAX_ITERS)),
+                max_epochs=int(o.get("max_epochs", svm.DEFAULT_MAX_EPOCHS)), solver=str(o.get("solver", "auto")))
   if method == "sawmil":
     cap = lambda k: None if positive_or_none(o.get(k)) is None else int(o[k])
     probe = sawmil.SAwMIL(
         C=c, C_grid=grid, n_folds=int(o.get("n_folds", 3)), eta=positive_or_none(o.get("eta")),
         num_known_positives=int(o.get("num_known_positives", 2)),
         min_positive_fraction=float(o.get("min_positive_fraction", 0.05)), max_bag_size=cap("max_bag_size"),
-        max_train_bags=cap("max_train_bags"), cv_max_bags=cap("cv_max_bags"), tol=float(o.get("tol", 1e-5)),
-        max_iters=int(o.get("max_iters", 20_000)), seed=seed).fit(split.bags, split.mask, y)
+        max_train_bags=cap("max_train_bags"), cv_max_bags=cap("cv_max_bags"), seed=seed,
+        **solver).fit(split.bags, split.mask, y)
     return Scorer(probe.decision_function, {**probe.diagnostics_, "cv": probe.cv_results_})
   x = baselines.last_token(split.bags, split.mask)
   if method == "mean_diff":
     probe = baselines.MeanDifference().fit(x, y)
     info = {}
   elif method == "svm_last":
-    probe = baselines.LinearSVMProbe(C=c, C_grid=grid, n_folds=int(o.get("n_folds", 3)), tol=float(o.get("tol", 1e-5)),
-                                     max_iters=int(o.get("max_iters", 20_000)), seed=seed).fit(x, y)
+    probe = baselines.LinearSVMProbe(C=c, C_grid=grid, n_folds=int(o.get("n_folds", 3)), seed=seed, **solver).fit(x, y)
     info = {"C": probe.C_, **probe.diagnostics_, "cv": probe.cv_results_}
   elif method == "logreg_last":
     probe = baselines.LogisticProbe(C=c, C_grid=grid, n_folds=int(o.get("n_folds", 3)), seed=seed).fit(x, y)

@@ -26,12 +26,14 @@ zero deviation counts as 1):
    every token at or above the cutoff becomes +1. Every other token is -1.
 3. Final soft-margin linear SVM on all N training tokens with those labels:
      min 1/2 |w|^2 + C/N sum_i max(0, 1 - y_i (w . x_i + b)),
-   returned as a unit-norm direction w/|w| and bias b/|w| (in standardised
-   space). The score of a bag is the max over its real tokens of
-   direction . z + bias.
+   returned as a unit-norm direction w/|w| (in standardised space) and the
+   authors' bias: the midpoint between the mean direction scores of the
+   positive and of the negative support vectors (`svm.unit_linearization`).
+   The score of a bag is the max over its real tokens of direction . z + bias.
 
-Both SVMs are solved by `pragjax.probes.svm.solve` (FISTA on the dual with a
-certified duality-gap stopping rule, gap <= tol * primal). C (both stages) is
+Both SVMs are solved by `pragjax.probes.svm.solve` (dual coordinate descent
+on CPU, FISTA on accelerators) to a certified duality gap, gap <= tol * primal
+(tol 1e-4 by default). C (both stages) is
 chosen from `C_grid` = (0.05, 0.1, 0.5, 1, 10) by `n_folds`-fold
 cross-validation over training bags on bag average precision with the
 one-standard-error rule: the smallest C whose mean AP is at least the best
@@ -195,9 +197,10 @@ def final_problem(z: Float[Array, "N D"], tokens: Tokens, bag_weight, selected):
   return jnp.where(tok[:, None], z, 0.0), y, jnp.ones(y.shape), u
 
 
-@functools.partial(jax.jit, static_argnames=("check_every",))
+@functools.partial(jax.jit, static_argnames=("check_every", "method"))
 def fit_path(tokens: Tokens, positive, bag_weight, Cs, eta=-1.0, min_positive_fraction=0.05,
-             tol=svm.DEFAULT_TOL, max_iters=svm.DEFAULT_MAX_ITERS, check_every=svm.DEFAULT_CHECK_EVERY) -> Fit:
+             tol=svm.DEFAULT_TOL, max_iters=svm.DEFAULT_MAX_ITERS, max_epochs=svm.DEFAULT_MAX_EPOCHS,
+             check_every=svm.DEFAULT_CHECK_EVERY, method="dcd") -> Fit:
   """All three stages for every C in `Cs` [nC] on the bags with `bag_weight` > 0; eta <= 0 means `auto_eta`.
 
   positive: [B] bool bag labels; bag_weight: [B] (0 = bag left out, e.g. a
@@ -207,7 +210,8 @@ def fit_path(tokens: Tokens, positive, bag_weight, Cs, eta=-1.0, min_positive_fr
   st = standardization(tokens.x, used)
   z = standardize(tokens.x, st)
   eta = jnp.where(eta > 0, eta, auto_eta(tokens, bag_weight))
-  solve = functools.partial(svm.solve, tol=tol, max_iters=max_iters, check_every=check_every)
+  solve = functools.partial(svm.solve, tol=tol, max_iters=max_iters, max_epochs=max_epochs,
+                            check_every=check_every, method=method)
   p1, y1, rho1, u1 = smil_problem(z, tokens, positive, bag_weight)
   s1 = jax.vmap(lambda c: solve(p1, y1, rho1, c * u1))(Cs)
   token_scores = z @ s1.w.T + s1.b  # [N, nC]
@@ -216,8 +220,8 @@ def fit_path(tokens: Tokens, positive, bag_weight, Cs, eta=-1.0, min_positive_fr
   p2, _, rho2, u2 = final_problem(z, tokens, bag_weight, selected[0])
   y2 = jnp.where(selected, 1.0, -1.0)
   s2 = jax.vmap(lambda c, y: solve(p2, y, rho2, c * u2))(Cs, y2)
-  norm = jnp.maximum(jnp.linalg.norm(s2.w, axis=1), 1e-30)
-  return Fit(st, s2.w / norm[:, None], s2.b / norm, eta, cutoff, jnp.sum(selected, axis=1), fallback, s1, s2)
+  direction, bias = jax.vmap(lambda s, y, c: svm.unit_linearization(s.w, s.b, p2, y, s.alpha, c * u2))(s2, y2, Cs)
+  return Fit(st, direction, bias, eta, cutoff, jnp.sum(selected, axis=1), fallback, s1, s2)
 
 
 @jax.jit
@@ -287,7 +291,8 @@ class SAwMIL:
   eta: share of top-scored positive-bag tokens, or None for `auto_eta`.
   num_known_positives: the last-k rule's k when no intra-bag mask is given.
   max_bag_size, max_train_bags, cv_max_bags: caps (None = no cap).
-  tol, max_iters: SVM stopping rule (relative duality gap) and iteration cap.
+  tol: SVM stopping rule (relative duality gap, `pragjax.probes.svm`); max_iters, max_epochs: the
+    FISTA step and DCD epoch caps; solver: "dcd", "fista" or "auto" (DCD on CPU, FISTA on accelerators).
   pad_multiple: token rows are padded to a multiple of this (fewer compilations).
   """
   C: float | None = None
@@ -301,6 +306,8 @@ class SAwMIL:
   cv_max_bags: int | None = 600
   tol: float = svm.DEFAULT_TOL
   max_iters: int = svm.DEFAULT_MAX_ITERS
+  max_epochs: int = svm.DEFAULT_MAX_EPOCHS
+  solver: str = "auto"
   pad_multiple: int = 1024
   seed: int = 0
 
@@ -310,7 +317,8 @@ class SAwMIL:
     flat = flatten_bags(bags, mask & (weight > 0)[:, None], intrabag, pad_multiple=self.pad_multiple)
     return fit_path(Tokens(*(jnp.asarray(a) for a in flat)), jnp.asarray(positive), jnp.asarray(weight),
                     jnp.asarray(Cs, jnp.float32), eta=-1.0 if self.eta is None else float(self.eta),
-                    min_positive_fraction=self.min_positive_fraction, tol=self.tol, max_iters=self.max_iters)
+                    min_positive_fraction=self.min_positive_fraction, tol=self.tol, max_iters=self.max_iters,
+                    max_epochs=self.max_epochs, method=svm.default_method() if self.solver == "auto" else self.solver)
 
   def _subset(self, num: int, cap: int | None, stream: int) -> np.ndarray:
     if cap is None or num <= cap:
