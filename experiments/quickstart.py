@@ -12,9 +12,10 @@ import time
 
 from absl import app, flags
 
-from experiments import implicit_prm, sft
+from experiments import implicit_prm, sft, truth_probes
 from experiments.configs import implicit_prm as implicit_prm_configs
 from experiments.configs import sft as sft_configs
+from experiments.configs import truth_probes as truth_probes_configs
 from pragjax.train import runner
 
 # experiments.sft defines --workdir (and --config) at import; reuse it rather than define it twice.
@@ -63,7 +64,32 @@ def implicit_prm_row(workdir: str) -> list[dict]:
   return rows
 
 
-ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row}
+def truth_probes_row(workdir: str) -> list[dict]:
+  """Truth probes on the built-in knowledge model: one layer (block 2) and a fixed C = 0.1 for every probe
+  (the full `truth_probes.py:toy` run sweeps every layer and cross-validates C)."""
+  config = truth_probes_configs.get_config("toy")
+  config.probe.update(layers="2", C=0.1)
+  config.report.plot = False
+  out = truth_probes.run(config, os.path.join(workdir, "truth_probes"), log=lambda *_: None)
+  res = out["datasets"]["knowledge"]["layers"][2]
+  n = sum(out["datasets"]["knowledge"]["counts"]["test"])
+  name = "truth probes (knowledge, layer 2)"
+  best = max((m for m in res if m != "sawmil"), key=lambda m: res[m]["mcc_mean"])
+  conf = res["sawmil"]["conformal"]
+  return [
+      {"experiment": name, "metric": f"mean one-vs-all MCC: best baseline ({best}) -> sAwMIL",
+       "before": res[best]["mcc_mean"], "after": res["sawmil"]["mcc_mean"], "n": n},
+      {"experiment": name, "metric": "neither-vs-all MCC: best baseline -> sAwMIL",
+       "before": max(res[m]["per_class"][2]["mcc"] for m in res if m != "sawmil"),
+       "after": res["sawmil"]["per_class"][2]["mcc"], "n": n},
+      {"experiment": name, "metric": f"sAwMIL conformal coverage (target {1 - config.conformal.alpha:.2f})",
+       "before": float("nan"), "after": conf["binary_coverage_mean"], "n": n},
+      {"experiment": name, "metric": "sAwMIL three-way abstention rate",
+       "before": float("nan"), "after": conf["ova_abstention"], "n": n},
+  ]
+
+
+ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row}
 
 
 def _fmt(x):

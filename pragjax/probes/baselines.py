@@ -72,31 +72,38 @@ class MeanDifference:
     return np.asarray(x, np.float64) @ self.coef_ + self.intercept_
 
 
-def _standardize_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  mean, std = x.mean(axis=0), x.std(axis=0)
+_ROW_PAD = 256  # rows are padded (weight 0) to a multiple of this: folds and datasets share compilations
+
+
+def _standardize_stats(x: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and standard deviation over the rows with weight > 0 (a zero deviation counts as 1)."""
+  rows = x if weight is None else x[weight > 0]
+  mean, std = rows.mean(axis=0), rows.std(axis=0)
   return mean, np.where(std > 0, std, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("check_every", "method"))
-def _svm_path(z, y, Cs, tol, max_iters, max_epochs, check_every=svm.DEFAULT_CHECK_EVERY, method="dcd"):
-  n = z.shape[0]
+def _svm_path(z, y, weight, Cs, tol, max_iters, max_epochs, check_every=svm.DEFAULT_CHECK_EVERY, method="dcd"):
+  """The SVM for every C: rows with weight 0 are left out; each other row costs C/n (n = rows with weight > 0)."""
   ys = jnp.where(y > 0, 1.0, -1.0)
-  sol = jax.vmap(lambda c: svm.solve(z, ys, jnp.ones((n,)), jnp.full((n,), c / n), tol=tol, max_iters=max_iters,
+  unit = weight / jnp.maximum(jnp.sum(weight), 1.0)
+  sol = jax.vmap(lambda c: svm.solve(z, ys, jnp.ones(ys.shape), c * unit, tol=tol, max_iters=max_iters,
                                      max_epochs=max_epochs, check_every=check_every, method=method))(Cs)
-  direction, bias = jax.vmap(lambda s, c: svm.unit_linearization(s.w, s.b, z, ys, s.alpha, jnp.full((n,), c / n)))(
-      sol, Cs)
+  direction, bias = jax.vmap(lambda s, c: svm.unit_linearization(s.w, s.b, z, ys, s.alpha, c * unit))(sol, Cs)
   return direction, bias, sol
 
 
-def _logistic_objective(theta, za, y, c):
+def _logistic_objective(theta, za, y, weight, c):
   f = za @ theta
-  return 0.5 * jnp.sum(theta[:-1] ** 2) + c * jnp.sum(jnp.logaddexp(0.0, f) - y * f)
+  return 0.5 * jnp.sum(theta[:-1] ** 2) + c * jnp.sum(weight * (jnp.logaddexp(0.0, f) - y * f))
 
 
 @jax.jit
-def _logistic_path(z, y, Cs, tol, max_iters):
+def _logistic_path(z, y, weight, Cs, tol, max_iters):
+  """Newton's method for every C; rows with weight 0 are left out."""
   za = jnp.concatenate([z, jnp.ones((z.shape[0], 1), z.dtype)], axis=1)
   y = y.astype(za.dtype)
+  weight = weight.astype(za.dtype)
   reg = jnp.ones((za.shape[1],), za.dtype).at[-1].set(0.0)
 
   def one(c):
@@ -104,13 +111,13 @@ def _logistic_path(z, y, Cs, tol, max_iters):
       theta, _, it = carry
       f = za @ theta
       p = jax.nn.sigmoid(f)
-      grad = reg * theta + c * za.T @ (p - y)
-      hess = jnp.diag(reg) + c * (za.T * (p * (1 - p))) @ za + 1e-8 * jnp.eye(za.shape[1])
+      grad = reg * theta + c * za.T @ (weight * (p - y))
+      hess = jnp.diag(reg) + c * (za.T * (weight * p * (1 - p))) @ za + 1e-8 * jnp.eye(za.shape[1])
       delta = -jnp.linalg.solve(hess, grad)
       dec = -grad @ delta  # squared Newton decrement
-      obj = _logistic_objective(theta, za, y, c)
+      obj = _logistic_objective(theta, za, y, weight, c)
       ts = 0.5 ** jnp.arange(_LINE_SEARCH_STEPS)
-      objs = jax.vmap(lambda t: _logistic_objective(theta + t * delta, za, y, c))(ts)
+      objs = jax.vmap(lambda t: _logistic_objective(theta + t * delta, za, y, weight, c))(ts)
       ok = objs <= obj - 0.25 * ts * dec
       t = jnp.where(jnp.any(ok), ts[jnp.argmax(ok)], 0.0)
       # No acceptable step means float32 rounding dominates the decrease: stop (crit -1).
@@ -134,31 +141,41 @@ class _CVProbe:
   n_folds: int
   seed: int
 
-  def _path(self, z, y, grid):  # -> (directions [nC, D], biases [nC], diagnostics)
+  def _path(self, z, y, weight, grid):  # -> (directions [nC, D], biases [nC], diagnostics)
     raise NotImplementedError
+
+  def _fit_rows(self, x, y, weight, grid):
+    """Standardises on the rows with weight > 0 and fits every C -> (mean, scale, directions, biases, diag)."""
+    mean, scale = _standardize_stats(x, weight)
+    z = np.where((weight > 0)[:, None], (x - mean) / scale, 0.0).astype(np.float32)
+    w, b, diag = self._path(jnp.asarray(z), jnp.asarray(y), jnp.asarray(weight, jnp.float32),
+                            jnp.asarray(grid, jnp.float32))
+    return mean, scale, np.asarray(w, np.float64), np.asarray(b, np.float64), diag
 
   def fit(self, x, labels):
     x, y = np.asarray(x, np.float32), _binary(labels)
+    n = len(y)
+    pad = (-n) % _ROW_PAD
+    xp, yp = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)]), np.r_[y, np.zeros(pad, np.int64)]
     grid = sorted(float(c) for c in self.C_grid)
     self.cv_results_ = None
     if self.C is None:
-      folds = kfold_ids(len(y), self.n_folds, self.seed)
+      folds = np.r_[kfold_ids(n, self.n_folds, self.seed), np.full(pad, -1)]
       aps = np.full((self.n_folds, len(grid)), np.nan)
       for f in range(self.n_folds):
-        tr, te = folds != f, folds == f
-        mean, scale = _standardize_stats(x[tr])
-        w, b, _ = self._path((x[tr] - mean) / scale, y[tr], grid)
-        s = ((x[te] - mean) / scale) @ np.asarray(w).T + np.asarray(b)
-        aps[f] = [metrics.average_precision(y[te], s[:, j]) for j in range(len(grid))]
+        train, held = (folds != f) & (folds >= 0), folds == f
+        mean, scale, w, b, _ = self._fit_rows(xp, yp, train.astype(np.float32), grid)
+        s = ((xp[held] - mean) / scale) @ w.T + b
+        aps[f] = [metrics.average_precision(yp[held], s[:, j]) for j in range(len(grid))]
       means, stds = np.nanmean(aps, axis=0), np.nanstd(aps, axis=0)
       chosen = grid[one_standard_error(means, stds, self.n_folds)]
       self.cv_results_ = {"C": grid, "mean_ap": means.tolist(), "std_ap": stds.tolist(), "chosen": chosen}
       self.C_ = chosen
     else:
       self.C_ = float(self.C)
-    self.mean_, self.scale_ = _standardize_stats(x)
-    w, b, diag = self._path((x - self.mean_) / self.scale_, y, [self.C_])
-    self.coef_, self.intercept_ = np.asarray(w[0], np.float64), float(b[0])
+    self.mean_, self.scale_, w, b, diag = self._fit_rows(xp, yp, (np.arange(n + pad) < n).astype(np.float32),
+                                                         [self.C_])
+    self.coef_, self.intercept_ = w[0], float(b[0])
     self.diagnostics_ = {k: np.asarray(v)[0].item() for k, v in diag.items()}
     return self
 
@@ -178,10 +195,9 @@ class LinearSVMProbe(_CVProbe):
   solver: str = "auto"
   seed: int = 0
 
-  def _path(self, z, y, grid):
+  def _path(self, z, y, weight, grid):
     method = svm.default_method() if self.solver == "auto" else self.solver
-    w, b, sol = _svm_path(jnp.asarray(z), jnp.asarray(y), jnp.asarray(grid, jnp.float32), self.tol, self.max_iters,
-                          self.max_epochs, method=method)
+    w, b, sol = _svm_path(z, y, weight, grid, self.tol, self.max_iters, self.max_epochs, method=method)
     return w, b, {"gap": sol.gap, "iterations": sol.iterations, "converged": sol.converged}
 
 
@@ -195,13 +211,12 @@ class LogisticProbe(_CVProbe):
   max_iters: int = 50
   seed: int = 0
 
-  def _path(self, z, y, grid):
-    theta, converged, it = _logistic_path(jnp.asarray(z), jnp.asarray(y), jnp.asarray(grid, jnp.float32),
-                                          self.tol, self.max_iters)
+  def _path(self, z, y, weight, grid):
+    theta, converged, it = _logistic_path(z, y, weight, grid, self.tol, self.max_iters)
     return theta[:, :-1], theta[:, -1], {"iterations": it, "converged": converged}
 
 
 def logistic_objective(theta: Float[Array, "D1"], z, y, c: float):
   """The logistic probe's objective at theta = (w, b) for standardised z [n, D], labels y in {0, 1}."""
   za = jnp.concatenate([jnp.asarray(z), jnp.ones((len(y), 1), jnp.asarray(z).dtype)], axis=1)
-  return _logistic_objective(jnp.asarray(theta), za, jnp.asarray(y, za.dtype), c)
+  return _logistic_objective(jnp.asarray(theta), za, jnp.asarray(y, za.dtype), jnp.ones((len(y),), za.dtype), c)

@@ -66,6 +66,7 @@ from jaxtyping import Array, Bool, Float
 from pragjax.probes import metrics, svm
 
 DEFAULT_C_GRID = (0.05, 0.1, 0.5, 1.0, 10.0)
+_BAG_PAD = 256
 
 
 class Standardization(NamedTuple):
@@ -315,6 +316,9 @@ class SAwMIL:
     """fit_path on the bags with weight > 0 (default all); bag indices (and so shapes) stay those of `bags`."""
     weight = np.ones(len(positive), np.float32) if bag_weight is None else np.asarray(bag_weight, np.float32)
     flat = flatten_bags(bags, mask & (weight > 0)[:, None], intrabag, pad_multiple=self.pad_multiple)
+    # Padding the bag axis too (weight 0) lets folds, probes, layers and datasets share compilations.
+    pad = (-len(positive)) % _BAG_PAD
+    positive, weight = np.r_[positive, np.zeros(pad, bool)], np.r_[weight, np.zeros(pad, np.float32)]
     return fit_path(Tokens(*(jnp.asarray(a) for a in flat)), jnp.asarray(positive), jnp.asarray(weight),
                     jnp.asarray(Cs, jnp.float32), eta=-1.0 if self.eta is None else float(self.eta),
                     min_positive_fraction=self.min_positive_fraction, tol=self.tol, max_iters=self.max_iters,
