@@ -9,6 +9,7 @@ __all__ = [
     "ModelConfig", "RopeScaling", "SUPPORTED_MODEL_TYPES", "hf_tensor_specs",
     "load_hf", "save_hf",
 ]
+from pragjax.models.logprobs import batch_token_logprobs, model_token_logprobs
 from pragjax.models.sampling import GenerateOutput, generate, process_logits
 
-__all__ += ["GenerateOutput", "generate", "process_logits"]
+__all__ += ["GenerateOutput", "batch_token_logprobs", "generate", "model_token_logprobs", "process_logits"]

@@ -1,43 +1,20 @@
 """Glue between the model and the pure objectives: batch -> log-probs -> loss.
 
+The log-prob functions live in `pragjax.models.logprobs` (re-exported here).
+
 A batch follows the data contract of `pragjax.data` (`input_ids`,
 `attention_mask`, `loss_mask`, optional `positions`/`segment_ids`).
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pragjax import ops
+from pragjax.models.logprobs import batch_token_logprobs, model_token_logprobs
 from pragjax.objectives.sft import sft_loss
 
-
-def model_token_logprobs(model, batch: dict, *, lean: bool = True, chunk_size: int = 128) -> jax.Array:
-  """`[B, T-1]` float32 log p(input_ids[:, t+1] | prefix) under `model`.
-
-  `lean=True` (default) never materialises `[B, T, V]` logits: it projects
-  the final hidden states chunk by chunk (`ops.chunked_token_logprobs`);
-  `lean=False` is the plain full-logits path (same values and gradients).
-  """
-  ids = batch["input_ids"]
-  out = model(
-      ids, batch.get("attention_mask"), positions=batch.get("positions"),
-      segment_ids=batch.get("segment_ids"), compute_logits=not lean,
-  )
-  if not lean:
-    return ops.token_logprobs(out.logits, ids)
-  return ops.chunked_token_logprobs(
-      out.final_hidden[:, :-1], model.output_embedding(out.final_hidden.dtype), ids[:, 1:],
-      chunk_size=chunk_size, softcap=model.config.final_logit_softcapping,
-  )
-
-
-def batch_token_logprobs(graphdef: nnx.GraphDef, params, batch: dict, *, lean: bool = True,
-                         chunk_size: int = 128) -> jax.Array:
-  """`model_token_logprobs` for split state (inside jitted steps)."""
-  return model_token_logprobs(nnx.merge(graphdef, params), batch, lean=lean, chunk_size=chunk_size)
+__all__ = ["batch_token_logprobs", "model_token_logprobs", "make_sft_loss_fn"]
 
 
 def make_sft_loss_fn(graphdef: nnx.GraphDef, *, lean: bool = True, chunk_size: int = 128):
