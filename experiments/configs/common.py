@@ -12,6 +12,9 @@ mesh.data/fsdp/tensor    mesh shape; one may be -1 (= the remaining devices)
 optim.*                  see pragjax/optim/factory.py (name, lr, schedule,
                          warmup_steps, total_steps, end_lr_factor, weight_decay,
                          b1, b2, eps, decay, momentum, clip_norm, trainable, frozen)
+optim.ignore_topk        zero this fraction of each update's largest entries (0 = off)
+optim.ignore_topk_scope  tensor | global;  optim.ignore_topk_mode  exact | approx
+optim.ignore_topk_sample_size  sample entries per tensor for the approx mode
 train.steps              total optimizer steps
 train.batch_size         global batch (sequences)
 train.seq_len            tokens per sequence (longer records are truncated)
@@ -41,7 +44,8 @@ def model_config(path: str = "", builtin: str = "arithmetic") -> ConfigDict:
 def optim_config(**kw) -> ConfigDict:
   c = dict(name="adamw", lr=1e-3, schedule="constant", warmup_steps=0, total_steps=0, end_lr_factor=0.0,
            weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, decay=0.9, momentum=0.0, clip_norm=1.0,
-           trainable="", frozen="")
+           trainable="", frozen="", ignore_topk=0.0, ignore_topk_scope="tensor",
+           ignore_topk_mode="exact", ignore_topk_sample_size=65536)
   c.update(kw)
   return ConfigDict(c)
 

@@ -14,6 +14,11 @@ Config fields (all in `config.optim`, documented in `experiments/configs`):
   trainable     regex over parameter paths ("layers.3.mlp.up_proj"); only
                 matching parameters are updated (empty: all)
   frozen        regex of parameters never updated (applied after trainable)
+  ignore_topk   fraction of update entries zeroed by `ignore_topk` after the
+                optimizer (largest magnitudes; 0 disables)
+  ignore_topk_scope        tensor | global
+  ignore_topk_mode         exact | approx
+  ignore_topk_sample_size  sample entries per tensor for approx mode
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any, Mapping
 
 import jax
 import optax
+
+from pragjax.optim.ignore_topk import DEFAULT_SAMPLE_SIZE, ignore_topk
 
 
 def path_parts(path) -> tuple[str, ...]:
@@ -96,14 +103,21 @@ def param_labels(params, trainable: str = "", frozen: str = ""):
 
 
 def make_optimizer(cfg: Mapping[str, Any], *, extra=()) -> optax.GradientTransformation:
-  """Clipping -> optimizer -> `extra` transforms (e.g. update pruning), with
-  parameter freezing by regex. `extra` transforms run on the final updates."""
+  """Clipping -> optimizer -> `extra` transforms -> ignore-top-k pruning
+  (`optim.ignore_topk` > 0), with parameter freezing by regex. `extra`
+  transforms and the pruning run on the final updates of trainable params."""
   cfg = dict(cfg)
   parts = []
   if float(cfg.get("clip_norm", 0.0)) > 0:
     parts.append(optax.clip_by_global_norm(float(cfg["clip_norm"])))
   parts.append(_base(cfg, make_schedule(cfg)))
   parts.extend(extra)
+  if float(cfg.get("ignore_topk", 0.0)) > 0:
+    parts.append(ignore_topk(
+        float(cfg["ignore_topk"]), scope=cfg.get("ignore_topk_scope", "tensor"),
+        mode=cfg.get("ignore_topk_mode", "exact"),
+        sample_size=int(cfg.get("ignore_topk_sample_size", DEFAULT_SAMPLE_SIZE)),
+    ))
   tx = optax.chain(*parts)
   trainable, frozen = cfg.get("trainable", ""), cfg.get("frozen", "")
   if trainable or frozen:
