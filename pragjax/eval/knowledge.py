@@ -10,16 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pragjax import ops
 from pragjax.models import Decoder
+from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.models.tokenizer import Tokenizer
 from pragjax.toyworld import knowledge as kw
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _token_logprobs(graphdef, state, ids, mask):
-  model = nnx.merge(graphdef, state)
-  return ops.token_logprobs(model(ids, mask).logits, ids)
+  return batch_token_logprobs(graphdef, state, {"input_ids": ids, "attention_mask": mask})  # lean: no [B, T, V]
 
 
 def continuation_logprobs(model: Decoder, tok: Tokenizer, pairs: Sequence[tuple[str, str]], *,

@@ -144,28 +144,40 @@ def training_records(records: Sequence[Mapping], loss: str, *, seed: int = 0, th
   return list(records), {"records": len(records)}
 
 
-def _sequence(tokenizer, prompt: str, response: str, max_length: int, chat_template) -> tuple[np.ndarray, np.ndarray]:
+def _sequence(tokenizer, prompt: str, response: str, max_length: int, chat_template
+              ) -> tuple[np.ndarray, np.ndarray, bool]:
+  """(ids, loss_mask, complete): `complete` is False when `max_length` cut the response (or its EOS)."""
   p_ids, r_ids = prompt_and_response_ids(tokenizer, prompt, response, chat_template=chat_template)
+  complete = len(p_ids) + len(r_ids) <= max_length
   ids = np.asarray(p_ids + r_ids, np.int32)[:max_length]
   mask = np.asarray([0] * len(p_ids) + [1] * len(r_ids), np.int32)[:max_length]
   if len(mask):
     mask[0] = 0
-  return ids, mask
+  return ids, mask, complete
 
 
 def tokenize_group(record: Mapping, tokenizer, *, loss: str, max_length: int, chat_template: bool | None = None
-                   ) -> dict[str, Any]:
-  """One training example -> `{"sequences": [(ids, loss_mask), ...], "label": float}` (see the module docstring)."""
+                   ) -> dict[str, Any] | None:
+  """One training example -> `{"sequences": [(ids, loss_mask), ...], "label": float}` (see the module docstring).
+
+  None (the iterator skips and counts it) when truncation to `max_length` would
+  separate a label from its evidence: a labelled response (CE, KTO's own,
+  either side of a pair) cut before its EOS, or KTO's KL response left
+  without any target token.
+  """
   seq = functools.partial(_sequence, tokenizer, max_length=max_length, chat_template=chat_template)
   if loss in PAIRWISE:
-    return {"sequences": [seq(record["prompt"], record["chosen"]), seq(record["prompt"], record["rejected"])],
-            "label": 1.0}
-  if loss == "kto":
-    return {"sequences": [seq(record["prompt"], record["response"]), seq(record["prompt"], record["kl_response"])],
-            "label": float(record["label"])}
-  if loss == "ce":
-    return {"sequences": [seq(record["prompt"], record["response"])], "label": float(record["label"])}
-  raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    seqs, label, labelled = [seq(record["prompt"], record["chosen"]), seq(record["prompt"], record["rejected"])], 1.0, 2
+  elif loss == "kto":
+    seqs = [seq(record["prompt"], record["response"]), seq(record["prompt"], record["kl_response"])]
+    label, labelled = float(record["label"]), 1
+  elif loss == "ce":
+    seqs, label, labelled = [seq(record["prompt"], record["response"])], float(record["label"]), 1
+  else:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  if not all(complete for _, _, complete in seqs[:labelled]) or not all(m.any() for _, m, _ in seqs):
+    return None
+  return {"sequences": [(ids, mask) for ids, mask, _ in seqs], "label": label}
 
 
 def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int, length_bucket: int = 0
@@ -197,22 +209,47 @@ def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int, lengt
 
 
 class PrmIterator:
-  """Local batches from a grain pipeline, with the `get_state`/`set_state` that `pragjax.train.loop.run` checkpoints."""
+  """Local batches of example groups, with the `get_state`/`set_state` that `pragjax.train.loop.run` checkpoints.
 
-  def __init__(self, dataset: grain.IterDataset):
+  Groups that `tokenize_fn` dropped (None, e.g. a response cut by truncation)
+  are skipped and counted in `num_dropped` (logged by the loop as
+  `dropped_examples`); the batch is filled with the next groups of this
+  process's slice. A last partial batch ends the iteration.
+  """
+
+  def __init__(self, dataset: grain.IterDataset, batch_size: int, collate_fn: Callable[[list], dict],
+               num_examples: int):
     self._it = iter(dataset)
+    self._batch_size, self._collate, self._num_examples = batch_size, collate_fn, num_examples
+    self._num_dropped = 0
+
+  @property
+  def num_dropped(self) -> int:
+    return self._num_dropped
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    return next(self._it)
+    examples, skipped = [], 0
+    while len(examples) < self._batch_size:
+      example = next(self._it)
+      if example is None:
+        self._num_dropped += 1
+        skipped += 1
+        if skipped > self._num_examples:  # a whole epoch dropped: never a batch
+          raise DataError(f"every training example was dropped by tokenization ({self._num_dropped} so far); "
+                          "is seq_len shorter than the prompts and responses?")
+      else:
+        examples.append(example)
+    return self._collate(examples)
 
   def get_state(self) -> dict:
-    return self._it.get_state()
+    return {"grain": self._it.get_state(), "num_dropped": self._num_dropped}
 
   def set_state(self, state: dict) -> None:
-    self._it.set_state(dict(state))
+    self._it.set_state(dict(state["grain"]))
+    self._num_dropped = int(state["num_dropped"])
 
 
 def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mapping], Mapping], *,
@@ -221,7 +258,8 @@ def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mappin
                       length_bucket: int = 0) -> PrmIterator:
   """Shuffle (seeded, reshuffled each epoch) -> repeat -> this process's slice -> tokenize -> batch.
 
-  Full batches only (a last partial global batch is dropped); `num_epochs=None` repeats forever.
+  Full batches only (a last partial batch is dropped); `num_epochs=None` repeats forever. Groups that
+  `tokenize_fn` returns as None are skipped and counted (`PrmIterator.num_dropped`).
   `length_bucket` (see `collate_groups`) applies with one process only: processes must agree on T.
   """
   if global_batch_size < 1 or global_batch_size % process_count:
@@ -236,7 +274,7 @@ def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mappin
   ds = ds.repeat(num_epochs)
   ds = ProcessSliceMapDataset(ds, global_batch_size=global_batch_size, process_index=process_index,
                               process_count=process_count)
-  ds = ds.map(tokenize_fn).batch(global_batch_size // process_count, drop_remainder=True,
-                                 batch_fn=functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id,
-                                                            length_bucket=length_bucket if process_count == 1 else 0))
-  return PrmIterator(ds.to_iter_dataset())
+  collate = functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id,
+                              length_bucket=length_bucket if process_count == 1 else 0)
+  return PrmIterator(ds.map(tokenize_fn).to_iter_dataset(allow_nones=True), global_batch_size // process_count,
+                     collate, len(examples))

@@ -31,6 +31,7 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from pragjax import ops
+from pragjax.models.logprobs import batch_token_logprobs
 
 MODES = ("single", "accumulative")
 AGGREGATIONS = ("min", "sum", "last", "mean")
@@ -127,9 +128,9 @@ def score(policy_logp: Float[Array, "B T"], ref_logp: Float[Array, "B T"], batch
 
 
 def _logp(graphdef: nnx.GraphDef, params, batch: dict) -> Array:
-  model = nnx.merge(graphdef, params)
-  logits = model(batch["input_ids"], batch["attention_mask"]).logits
-  return aligned_token_logprobs(logits, batch["input_ids"])
+  """Aligned `[B, T]` log-probs by the lean path (never `[B, T, V]` logits)."""
+  lp = batch_token_logprobs(graphdef, params, {k: batch[k] for k in ("input_ids", "attention_mask")})
+  return jnp.pad(lp, ((0, 0), (1, 0)))
 
 
 def make_scorer(graphdef: nnx.GraphDef, beta: float) -> Callable[[object, object, dict], dict]:
