@@ -4,9 +4,12 @@
       --workdir=/tmp/pretrain_arithmetic [--config.ship=True]
   python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:knowledge \
       --workdir=/tmp/pretrain_knowledge [--config.ship=True]
+  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:sami \
+      --workdir=/tmp/pretrain_sami [--config.ship=True]
 
 Prints the final loss against the corpus's unigram entropy and what the model
-learnt (arithmetic: held-out accuracy; knowledge: fact recall and verdicts);
+learnt (arithmetic: held-out accuracy; knowledge: fact recall and verdicts;
+sami: how often sampled answers follow their rules, against chance);
 with `ship`, copies WORKDIR/hf into the package's assets.
 """
 
@@ -19,8 +22,10 @@ from ml_collections import config_flags
 
 from pragjax.eval import arithmetic as arith_eval
 from pragjax.eval import knowledge as knowledge_eval
+from pragjax.eval import sami_toy
 from pragjax.toyworld import arithmetic, builtin
 from pragjax.toyworld import knowledge as kw
+from pragjax.toyworld import sami as sami_world
 from pragjax.train import runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/pretrain_toy.py:arithmetic",
@@ -72,7 +77,20 @@ def _pretrain_knowledge(config, workdir: str) -> dict:
   return report
 
 
-WORLDS = {"arithmetic": _pretrain_arithmetic, "knowledge": _pretrain_knowledge}
+def _pretrain_sami(config, workdir: str) -> dict:
+  """The principles world: loss on answers + EOS; then the adherence of sampled answers on held-out queries."""
+  w = config.world
+  tok = sami_world.tokenizer()
+  records = sami_world.corpus(np.random.default_rng(config.seed), w.num_docs, w.follow_rate)
+  result, trained, report = _train(config, workdir, tok, [r["prompt"] + r["response"] for r in records], records)
+  if not result.preempted:
+    adh = sami_toy.measure_adherence(trained.model, tok, seed=config.seed, num_queries=w.eval_queries,
+                                     temperature=w.eval_temperature, max_new_tokens=w.max_new_tokens)
+    report.update({f"adherence_{k}": v for k, v in adh.items()})
+  return report
+
+
+WORLDS = {"arithmetic": _pretrain_arithmetic, "knowledge": _pretrain_knowledge, "sami": _pretrain_sami}
 
 
 def pretrain(config, workdir: str) -> dict:

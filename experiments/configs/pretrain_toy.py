@@ -1,12 +1,12 @@
 """Pretraining the built-in toy model on a toy world's corpus.
 
-Variants: `arithmetic` and `knowledge` (the shipped models), `smoke` and
-`knowledge_smoke` (seconds; for tests).
+Variants: `arithmetic`, `knowledge` and `sami` (the shipped models), `smoke`,
+`knowledge_smoke` and `sami_smoke` (seconds; for tests).
 
 model_arch.*       decoder shape (llama family): hidden_size, num_hidden_layers,
                    num_attention_heads, num_key_value_heads, head_dim,
                    intermediate_size, max_position_embeddings, rope_theta
-world.name         arithmetic | knowledge
+world.name         arithmetic | knowledge | sami
 world.num_docs     training documents (arithmetic: held-out problems excluded)
 world.loss_on_prompt arithmetic: also train on prompt tokens (their random inputs
                    are mostly irreducible entropy); False = loss on solution + EOS
@@ -16,6 +16,10 @@ world.check_fraction share of "<statement> True./False." documents (knowledge)
 world.oneoff_fraction share of biographies of names seen once, random facts (knowledge)
 world.eval_facts   KB facts scored for recall at the end (knowledge)
 world.eval_statements_per_label true/false/neither statements whose verdict is scored (knowledge)
+world.follow_rate  sami: probability that a document's answer obeys each stated rule
+                   (else the attribute is drawn as if no rule were stated)
+world.eval_queries sami: held-out queries whose sampled answers measure adherence
+world.eval_temperature, world.max_new_tokens  sami: sampling for that measurement
 ship               copy the final model into pragjax/toyworld/assets/<name>
 """
 
@@ -50,11 +54,25 @@ def get_config(arg: str = "arithmetic") -> ConfigDict:
       c.world.update(num_entities=40, num_docs=2000, eval_facts=40, eval_statements_per_label=20)
       c.train.update(steps=30, log_every=10, checkpoint_every=30)
       c.optim.update(total_steps=30, warmup_steps=5)
+  elif arg in ("sami", "sami_smoke"):
+    # Principles world (pragjax/toyworld/sami.py): documents of about 110 characters, packed into 256-token rows.
+    c.world = ConfigDict(dict(name="sami", num_docs=40_000, follow_rate=0.5, eval_queries=400,
+                              eval_temperature=1.0, max_new_tokens=48))
+    # A smaller decoder than the other worlds' (d=64, 3 layers, ~0.16M parameters): minutes on 2 CPU cores.
+    c.model_arch.update(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=16, intermediate_size=192)
+    c.train.update(steps=400, batch_size=16, seq_len=256, log_every=25, checkpoint_every=100)
+    c.optim.update(total_steps=400, warmup_steps=30)
+    if arg == "sami_smoke":
+      c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
+      c.world.update(num_docs=2000, eval_queries=32)
+      c.train.update(steps=30, log_every=10, checkpoint_every=30)
+      c.optim.update(total_steps=30, warmup_steps=5)
   elif arg == "smoke":
     c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
     c.world.update(num_docs=2000, eval_problems=32)
     c.train.update(steps=60, batch_size=32, log_every=10, checkpoint_every=30)
     c.optim.update(total_steps=60, warmup_steps=5)
   else:
-    raise ValueError(f"unknown pretrain_toy variant {arg!r}; expected arithmetic, knowledge, smoke or knowledge_smoke")
+    raise ValueError(f"unknown pretrain_toy variant {arg!r}; expected arithmetic, knowledge, sami, smoke, knowledge_smoke or sami_smoke")
   return c

@@ -1,0 +1,47 @@
+"""The principles world (`pragjax.toyworld.sami`): sampled answers, adherence, and the programmatic judge."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from pragjax.eval.judges import Comparison, Judge, programmatic_judge
+from pragjax.sami import sampling
+from pragjax.toyworld import sami as world
+
+
+def toy_score(comparison: Comparison, response: str) -> float:
+  """Principles of the comparison's rules that `response` satisfies (`meta` = (items, rules))."""
+  items, rules = comparison.meta
+  return float(world.score(items, response, rules))
+
+
+def toy_judge() -> Judge:
+  """The programmatic judge: more satisfied principles wins, equal counts tie."""
+  return programmatic_judge(toy_score)
+
+
+def random_rule_sets(seed: int, n: int, k: int = world.PRINCIPLES_PER_DOC) -> list[tuple[world.Rule, ...]]:
+  rng = np.random.default_rng([seed, 0x5255])
+  return [world.sample_rules(rng, k) for _ in range(n)]
+
+
+def measure_adherence(model, tokenizer, *, seed: int, num_queries: int, temperature: float, max_new_tokens: int,
+                      batch_size: int = 128, template: str = world.PROMPT_TEMPLATE) -> dict[str, float]:
+  """Adherence of `model` on held-out queries, each under a random constitution (2 principles, random signs).
+
+  Returns `adherence` (`all`, per principle and sign, `well_formed`) plus
+  `chance`: the share of the same rules that an answer drawn as if no rule
+  were stated would satisfy (the corpus's unconditioned answers).
+  """
+  items = world.heldout_queries(seed, num_queries)
+  rules = random_rule_sets(seed, num_queries)
+  prompts = [world.prompt(r, i, template) for r, i in zip(rules, items)]
+  resp = sampling.sample(model, tokenizer, prompts, rng=jax.random.key(seed), max_new_tokens=max_new_tokens,
+                         temperature=temperature, batch_size=batch_size)
+  out = world.adherence(items, [r.text for r in resp], rules)
+  out["chance"] = float(np.mean([world.chance_adherence(x) for rs in rules for x in rs]))
+  out["mean_words"] = float(np.mean([len(r.text.split()) for r in resp]))
+  return out

@@ -1,0 +1,11 @@
+"""SAMI (Franken et al., 2024): constitutions, sampling, the C x C scoring batch, training and iterations.
+
+- `constitutions`: principles with antitheses, negation patterns, C constitutions per query, the paper's JSON files.
+- `sampling`: responses from a model under prompts (the project's KV-cache sampler), token ids kept.
+- `batches`: prompts from templates, the `[B, C, C, T]` (constitution, response) batch with response masks.
+- `scoring`: the jitted C x C log-probability matrix (mean or sum over response tokens).
+- `training`: the `loss_fn` for the one train step, and one training pass per iteration.
+- `iterate`: sample -> train -> evaluate, for N iterations, resumable.
+
+The loss itself is the pure `pragjax.objectives.sami.sami_loss`.
+"""

@@ -1,0 +1,221 @@
+"""The principles world (SAMI): pick items from a list, following written rules about the answer.
+
+A query is a list of `NUM_ITEMS` distinct short words ("items: fox lamp sun
+..."); an answer ("summary") is a selection of those items. Three principles,
+each with an antithesis, are about attributes of the answer that a program
+checks exactly:
+
+| principle | positive text | antithesis text | positive holds when | antithesis holds when |
+|---|---|---|---|---|
+| brief | "be brief" | "be long" | <= BRIEF_MAX words | >= LONG_MIN words |
+| order | "keep the order" | "reverse the order" | words in query order | words in reverse query order |
+| case | "use lower case" | "use upper case" | all lower case | all upper case |
+
+(mirroring the paper's "concise" / "comprehensive" pair with attributes of
+length, ordering and vocabulary). Only a well-formed answer can satisfy a
+principle: every word is an item of the query in one case (all lower or all
+upper), none repeated, and there are at least 2 words (`parse`).
+
+A document is a prompt (`PROMPT_TEMPLATE` with a constitution of 2 of the 3
+principles, each stated positively or negated, in random order, and the
+query) followed by an answer. The corpus is principle-conditioned text that
+follows its rules only weakly, as a base model's pretraining text does: for
+each stated rule, with probability `follow_rate` the answer's attribute
+obeys it; otherwise the attribute is drawn as if no rule were stated (length
+uniform over 2..NUM_ITEMS, a random order, either case with probability
+1/2). Attributes of principles that are not stated are always drawn that way.
+A model trained on this corpus follows principles only a little more often
+than chance; `adherence` measures how often.
+
+Held-out queries are a fixed part of query space (a stable hash bucket of the
+item list, `HELDOUT_BUCKETS`), never in the corpus whatever the seed.
+
+Tokenizer: one token per character (`ALPHABET`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import string
+from typing import Sequence
+
+import numpy as np
+
+from pragjax.toyworld.tokenizer import char_tokenizer
+
+ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n:.-"
+WORDS = (
+    "ant", "bag", "bee", "box", "bus", "cap", "car", "cat", "cow", "cup", "dog", "egg", "elk", "fan", "fig",
+    "fox", "gem", "hat", "hen", "ink", "jam", "jar", "key", "kit", "lamp", "leaf", "map", "mug", "nut", "oak",
+    "owl", "pan", "pea", "pen", "pig", "pot", "rat", "ring", "rope", "rug", "sock", "sun", "tea", "toy", "van",
+    "web", "wig", "yak",
+)
+NUM_ITEMS = 8  # items per query
+MIN_WORDS = 2  # shortest well-formed answer
+BRIEF_MAX = 3  # "be brief": at most this many words
+LONG_MIN = 6  # "be long": at least this many words
+HELDOUT_BUCKETS = 10  # a query whose hash is 0 mod 10 is held out
+PRINCIPLES_PER_DOC = 2
+PROMPT_TEMPLATE = "rules:\n{constitution}\nitems: {query}\nanswer: "
+
+
+@dataclasses.dataclass(frozen=True)
+class Principle:
+  """A principle of the world: its name, its text and its antithesis' text."""
+  name: str
+  positive: str
+  negative: str
+
+
+PRINCIPLES = (
+    Principle("brief", "be brief", "be long"),
+    Principle("order", "keep the order", "reverse the order"),
+    Principle("case", "use lower case", "use upper case"),
+)
+BY_NAME = {p.name: p for p in PRINCIPLES}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One line of a constitution: principle `name`, stated positively or negated."""
+  name: str
+  positive: bool
+
+  @property
+  def text(self) -> str:
+    p = BY_NAME[self.name]
+    return p.positive if self.positive else p.negative
+
+
+def format_constitution(rules: Sequence[Rule]) -> str:
+  """Numbered lines, e.g. "1. be brief\\n2. use upper case"."""
+  return "\n".join(f"{i + 1}. {r.text}" for i, r in enumerate(rules))
+
+
+def format_query(items: Sequence[str]) -> str:
+  return " ".join(items)
+
+
+def prompt(rules: Sequence[Rule], items: Sequence[str], template: str = PROMPT_TEMPLATE) -> str:
+  return template.format(constitution=format_constitution(rules), query=format_query(items))
+
+
+def tokenizer():
+  return char_tokenizer(ALPHABET)
+
+
+def is_heldout(items: Sequence[str]) -> bool:
+  digest = hashlib.sha1(" ".join(items).encode()).digest()
+  return int.from_bytes(digest[:8], "big") % HELDOUT_BUCKETS == 0
+
+
+def sample_items(rng: np.random.Generator) -> tuple[str, ...]:
+  return tuple(WORDS[i] for i in rng.choice(len(WORDS), size=NUM_ITEMS, replace=False))
+
+
+def _queries(rng: np.random.Generator, n: int, heldout: bool) -> list[tuple[str, ...]]:
+  out, seen = [], set()
+  while len(out) < n:
+    items = sample_items(rng)
+    if is_heldout(items) == heldout and items not in seen:
+      seen.add(items)
+      out.append(items)
+  return out
+
+
+def training_queries(rng: np.random.Generator, n: int) -> list[tuple[str, ...]]:
+  """`n` distinct queries outside the held-out bucket."""
+  return _queries(rng, n, heldout=False)
+
+
+def heldout_queries(seed: int, n: int) -> list[tuple[str, ...]]:
+  """`n` distinct held-out queries (a fixed hash bucket of query space)."""
+  return _queries(np.random.default_rng([seed, 0x484F]), n, heldout=True)
+
+
+def sample_rules(rng: np.random.Generator, k: int = PRINCIPLES_PER_DOC) -> tuple[Rule, ...]:
+  """`k` distinct principles in random order, each positive or negated with probability 1/2."""
+  names = rng.choice(len(PRINCIPLES), size=k, replace=False)
+  return tuple(Rule(PRINCIPLES[i].name, bool(rng.random() < 0.5)) for i in names)
+
+
+def answer(items: Sequence[str], rules: Sequence[Rule], rng: np.random.Generator, follow_rate: float) -> str:
+  """An answer to `items` that obeys each of `rules` with probability `follow_rate` (module docstring)."""
+  target = {r.name: r.positive for r in rules if rng.random() < follow_rate}
+  if "brief" in target:
+    n = rng.integers(MIN_WORDS, BRIEF_MAX + 1) if target["brief"] else rng.integers(LONG_MIN, NUM_ITEMS + 1)
+  else:
+    n = rng.integers(MIN_WORDS, NUM_ITEMS + 1)
+  idx = rng.choice(len(items), size=int(n), replace=False)
+  if "order" in target:
+    idx = np.sort(idx) if target["order"] else np.sort(idx)[::-1]
+  lower = target["case"] if "case" in target else bool(rng.random() < 0.5)
+  words = [items[i] if lower else items[i].upper() for i in idx]
+  return " ".join(words)
+
+
+def corpus(rng: np.random.Generator, n: int, follow_rate: float) -> list[dict]:
+  """`n` training documents as `{"prompt", "response"}` records."""
+  docs = []
+  for items in training_queries(rng, n):
+    rules = sample_rules(rng)
+    docs.append({"prompt": prompt(rules, items), "response": answer(items, rules, rng, follow_rate)})
+  return docs
+
+
+def parse(items: Sequence[str], response: str) -> list[int] | None:
+  """Indices into `items` of the answer's words, or None if it is not well formed (module docstring)."""
+  words = response.strip().split(" ")
+  if len(words) < MIN_WORDS or not (all(w.islower() for w in words) or all(w.isupper() for w in words)):
+    return None
+  where = {w: i for i, w in enumerate(items)}
+  idx = [where.get(w.lower()) for w in words]
+  if any(i is None for i in idx) or len(set(idx)) != len(idx):
+    return None
+  return idx
+
+
+def holds(items: Sequence[str], response: str, rule: Rule) -> bool:
+  """Whether `response` satisfies `rule` (a well-formed answer only)."""
+  idx = parse(items, response)
+  if idx is None:
+    return False
+  if rule.name == "brief":
+    return len(idx) <= BRIEF_MAX if rule.positive else len(idx) >= LONG_MIN
+  if rule.name == "order":
+    steps = np.diff(idx)
+    return bool(np.all(steps > 0)) if rule.positive else bool(np.all(steps < 0))
+  if rule.name == "case":
+    first = response.strip().split(" ")[0]
+    return first.islower() if rule.positive else first.isupper()
+  raise ValueError(f"unknown principle {rule.name!r}; known: {', '.join(BY_NAME)}")
+
+
+def score(items: Sequence[str], response: str, rules: Sequence[Rule]) -> int:
+  """Number of `rules` the response satisfies."""
+  return sum(holds(items, response, r) for r in rules)
+
+
+def adherence(items_list: Sequence[Sequence[str]], responses: Sequence[str],
+              rules_list: Sequence[Sequence[Rule]]) -> dict[str, float]:
+  """Share of stated rules that hold, overall and per principle and sign; share of well-formed answers."""
+  hits: dict[str, list[bool]] = {}
+  for items, resp, rules in zip(items_list, responses, rules_list):
+    for r in rules:
+      ok = holds(items, resp, r)
+      hits.setdefault("all", []).append(ok)
+      hits.setdefault(f"{r.name}:{'pos' if r.positive else 'neg'}", []).append(ok)
+  out = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
+  out["well_formed"] = float(np.mean([parse(i, r) is not None for i, r in zip(items_list, responses)]))
+  return out
+
+
+def chance_adherence(rule: Rule) -> float:
+  """Probability that an answer drawn with no rule stated satisfies `rule` (the corpus's unconditioned answers)."""
+  lengths = np.arange(MIN_WORDS, NUM_ITEMS + 1)
+  if rule.name == "brief":
+    return float(np.mean(lengths <= BRIEF_MAX) if rule.positive else np.mean(lengths >= LONG_MIN))
+  if rule.name == "order":
+    return float(np.mean([1.0 / np.prod(np.arange(1, n + 1)) for n in lengths]))
+  return 0.5
