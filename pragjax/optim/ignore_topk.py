@@ -109,6 +109,12 @@ def num_pruned(fraction: float, size: int) -> int:
   return int(round(float(fraction) * int(size)))
 
 
+def approx_relative_error(fraction: float, sample_size: int) -> float:
+  """Standard deviation of `(zeroed - k) / k` in approx mode: the binomial
+  spread of a sample quantile, `sqrt((1 - fraction) / (fraction * sample_size))`."""
+  return math.sqrt((1.0 - fraction) / (fraction * sample_size))
+
+
 # -- exact counts beyond int32 (global scope on multi-billion models) --------
 
 
@@ -201,11 +207,40 @@ def sample_strides(shape: Sequence[int], target: int) -> tuple[int, ...]:
   return tuple(strides)
 
 
-def _sample(key: jax.Array, target: int) -> jax.Array:
-  if key.ndim == 0:
-    return key.reshape(1)
-  strides = sample_strides(key.shape, target)
-  return key[tuple(slice(None, None, s) for s in strides)].reshape(-1)
+def sample(x: jax.Array, target: int) -> jax.Array:
+  """About `target` entries of `x` (all of them if it has no more), flat.
+
+  A "diagonal" systematic sample that covers every row and every column
+  rather than a grid (a grid sample of R rows sees only R row scales, which
+  biases the quantile when rows differ, e.g. embedding rows of unseen
+  tokens). Rows = the leading axes, strided by `sample_strides` only when
+  there are more than `target` rows; in the last axis (n entries) sampled row
+  number r takes entries `j * s + (r mod s)`, j = 0 .. n // s - 1, with
+  `s = n // ceil(target / rows)`; the last `n mod s` columns are never
+  sampled. Only strided slices, a reshape of the last axis and a gather
+  along it: on sharded tensors nothing but the sample leaves its device.
+  """
+  if x.size <= target:
+    return x.reshape(-1)
+  if x.ndim == 1:
+    return x[:: -(-x.size // target)]
+  lead, n = x.shape[:-1], x.shape[-1]
+  rows = math.prod(lead)
+  if rows > target:
+    x = x[tuple(slice(None, None, st) for st in sample_strides(lead, target))]
+    lead = x.shape[:-1]
+    rows = math.prod(lead)
+  per_row = -(-target // rows)
+  s = n // per_row
+  if s <= 1:
+    return x.reshape(-1)
+  cols = n // s
+  if cols * s < n:
+    x = x[..., : cols * s]
+  x3 = x.reshape(lead + (cols, s))
+  off = (_flat_index(lead) % s)[..., None, None]
+  picked = jnp.take_along_axis(x3, jnp.broadcast_to(off, lead + (cols, 1)), axis=-1)
+  return picked.reshape(-1)
 
 
 def _bisect_kth(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_above: _Count):
@@ -312,7 +347,7 @@ def _exact_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Ar
 
 def _samples(keys: Sequence[jax.Array], sample_size: int) -> jax.Array:
   total = sum(x.size for x in keys)
-  parts = [_sample(x, max(1, math.ceil(sample_size * x.size / total))) for x in keys]
+  parts = [sample(x, max(1, math.ceil(sample_size * x.size / total))) for x in keys]
   return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
@@ -336,8 +371,9 @@ def _sample_bracket(keys: Sequence[jax.Array], k: int, sample_size: int):
   k_lo = int(min(m, math.ceil(ks + dev)))
   if k_hi >= k_lo:
     return None
-  top = jax.lax.top_k(s, k_lo)[0]
-  return top[k_lo - 1], top[k_hi - 1]
+  lo = kth_largest_key([s], k_lo)[0]
+  hi = kth_largest_key([s], k_hi)[0]
+  return lo, hi
 
 
 def _approx_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
