@@ -12,6 +12,7 @@ Real checkpoints: train on `data.train_path` (outcome or stepwise JSONL, see
 Each PRM trains in WORKDIR/<loss>; a killed run resumes there.
 """
 
+import functools
 import json
 import os
 import sys
@@ -56,6 +57,45 @@ def _cached(workdir: str, name: str, key: dict, make):
   return value
 
 
+def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedModel | None = None, on_log=None):
+  """Trains an implicit PRM on outcome records with the one train step; the initial model is also the reference.
+
+  `config` has `seed`, `model`, `mesh`, `optim`, `train` (`train.steps` 0 =
+  `train.epochs` over the examples) and `prm` (see
+  `experiments/configs/implicit_prm.py`); `records` are outcome records
+  (`pragjax.prm.data.outcome_record`); `loss` one of `pragjax.prm.data.LOSSES`.
+  Returns (loop result, the trained PRM, data stats).
+  """
+  from pragjax.data.errors import DataError
+  from pragjax.prm import data as prm_data, training
+
+  tc, pc = config.train, config.prm
+  examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold,
+                                              max_pairs_per_prompt=pc.max_pairs_per_prompt)
+  if not examples:
+    raise DataError(f"no {loss} training examples from {len(records)} records ({stats}); pairwise losses need "
+                    f"prompts with both correct and wrong responses")
+  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
+  stats.update(steps=steps)
+
+  def make_data(tok):
+    tokenize = functools.partial(prm_data.tokenize_group, tokenizer=tok, loss=loss, max_length=tc.seq_len,
+                                 chat_template=training.chat_template_flag(pc.chat_template))
+    return prm_data.make_prm_iterator(
+        examples, tokenize, global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
+        pad_id=tok.pad_token_id, shuffle=config.data.shuffle, process_index=jax.process_index(),
+        process_count=jax.process_count(), length_bucket=tc.length_bucket)
+
+  loss_fn_builder = functools.partial(
+      training.make_prm_loss_fn, loss=loss, beta=pc.beta, desirable_weight=pc.kto_desirable_weight,
+      undesirable_weight=pc.kto_undesirable_weight)
+  # Per token: the policy's forward and backward plus the reference's forward (1/3 of a train step).
+  result, trained = runner.train_lm(config, workdir, model=model, loss_fn_builder=loss_fn_builder, on_log=on_log,
+                                    make_data=make_data, ref_fn_builder=training.make_ref_fn, num_steps=steps,
+                                    flops_factor=4 / 3)
+  return result, trained, stats
+
+
 def run_toy(config, workdir: str, mesh, log=print) -> dict:
   """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
   from pragjax.eval import best_of_n, prm_toy
@@ -95,7 +135,7 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   ref_params = _params(base.model)
   for loss in config.prm.losses:
     log(f"training the {loss} PRM")
-    result, prm, stats = training.train_prm(config, os.path.join(workdir, loss), records, loss=loss)
+    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss)
     scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
     s = prm_toy.score_solutions(scorer, _params(prm.model), ref_params, base.tokenizer, eval_problems, eval_samples,
                                 batch_size=ev.batch_size, max_length=ev.max_length)
@@ -150,7 +190,7 @@ def run_real(config, workdir: str, mesh, log=print) -> dict:
     if not records:
       raise ValueError("config.data.train_path is empty: nothing to train the PRM on")
     log(f"training the {loss} PRM on {len(records)} records")
-    result, prm, stats = training.train_prm(config, os.path.join(workdir, loss), records, loss=loss)
+    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss)
     entry = {"stats": stats, "final_metrics": result.last_metrics}
     if cases and not result.preempted:
       scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)

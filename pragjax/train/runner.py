@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import os
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -171,8 +171,15 @@ def train_lm(
     model: LoadedModel | None = None,
     loss_fn_builder=make_sft_loss_fn,
     on_log=None,
+    make_data: Callable[[Tokenizer], Any] | None = None,
+    ref_fn_builder: Callable[[nnx.GraphDef], Callable] | None = None,
+    num_steps: int | None = None,
+    flops_factor: float = 1.0,
 ) -> tuple[LoopResult, LoadedModel]:
-  """Fine-tunes (or pretrains) a causal LM on records with the one train step.
+  """Fine-tunes (or pretrains) a causal LM with the one train step.
+
+  Every method trains through this function; they differ in `loss_fn_builder`
+  and, when their batches are not single-sequence records, in `make_data`.
 
   Args:
     config: ConfigDict with `seed`, `model`, `mesh`, `optim`, `train`, `data`
@@ -182,6 +189,14 @@ def train_lm(
     records: in-memory records (toy worlds) instead of `data.train_path`.
     model: an already built model (e.g. from scratch) instead of `config.model`.
     loss_fn_builder: `graphdef -> loss_fn(params, batch, rng)`.
+    make_data: `tokenizer -> iterator` of host batches (with the checkpointable
+      `get_state`/`set_state` of `pragjax.data.pipeline`) replacing the
+      record pipeline (e.g. grouped preference batches).
+    ref_fn_builder: `graphdef -> ref_fn(ref_params, batch) -> dict`; the
+      initial model becomes a frozen reference evaluated inside the step.
+    num_steps: optimizer steps (default `train.steps`).
+    flops_factor: model FLOPs per token relative to one train step (e.g. 4/3
+      with an in-step reference forward), for the MFU display.
   """
   workdir = prepare_workdir(workdir)
   tc = config.train
@@ -195,20 +210,32 @@ def train_lm(
     nan_step = int(tc.get("debug_nan_step", 0))
     if nan_step:
       loss_fn_builder = _with_nan_injection(loss_fn_builder)
-    tx = make_optimizer(dict(config.optim))
-    graphdef, state = init_train_state(model.model, tx, seed=config.seed)
+    steps = int(num_steps if num_steps is not None else tc.steps)
+    optim_cfg = dict(config.optim)
+    if not optim_cfg.get("total_steps"):  # Schedules span the run.
+      optim_cfg["total_steps"] = steps
+      optim_cfg["warmup_steps"] = min(int(optim_cfg.get("warmup_steps", 0)), max(steps - 1, 0))
+    tx = make_optimizer(optim_cfg)
+    ref_model = model.model if ref_fn_builder is not None else None
+    graphdef, state = init_train_state(model.model, tx, seed=config.seed, ref_model=ref_model)
+    if ref_model is not None:  # The reference is the initial policy: its own buffers, as the step donates the state.
+      state = state.replace(ref_params=jax.tree.map(jnp.copy, state.ref_params))
     st_sh = state_shardings(state, mesh)
     state = jax.device_put(state, st_sh)
     step_fn = make_train_step(
         loss_fn_builder(graphdef), tx, accum_steps=tc.accum_steps,
+        ref_fn=ref_fn_builder(graphdef) if ref_fn_builder is not None else None,
         state_shardings=st_sh, batch_shardings=sharding_lib.batch_sharding(mesh),
     )
-    data = make_train_iterator(
-        make_records_source(config.data, records),
-        functools.partial(tokenize_record, tokenizer=tok, max_length=tc.seq_len),
-        global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
-        shuffle=config.data.shuffle, packing=config.data.packing, pad_id=tok.pad_token_id,
-    )
+    if make_data is not None:
+      data = make_data(tok)
+    else:
+      data = make_train_iterator(
+          make_records_source(config.data, records),
+          functools.partial(tokenize_record, tokenizer=tok, max_length=tc.seq_len),
+          global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
+          shuffle=config.data.shuffle, packing=config.data.packing, pad_id=tok.pad_token_id,
+      )
     if nan_step:
       data = _NanInjector(data, nan_step)
     checkpointer = Checkpointer(
@@ -218,9 +245,9 @@ def train_lm(
     writer = MetricWriter(workdir)
     dtype = model.config.dtype
     result = run(
-        state, step_fn, data, num_steps=tc.steps, checkpointer=checkpointer, writer=writer,
+        state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
         to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
-        flops_per_token=train_flops_per_token(model.config, tc.seq_len),
+        flops_per_token=train_flops_per_token(model.config, tc.seq_len) * flops_factor,
         peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log,
     )
     checkpointer.close()
