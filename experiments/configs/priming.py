@@ -1,0 +1,88 @@
+"""Priming, memorization and ignore-top-k (Sun et al., 2025): one new sample injected into ordinary training.
+
+Variants:
+  toy     the built-in knowledge model; background = fresh documents of its
+          pretraining corpus; 132 outlandish samples (12 keywords x 11 styles);
+          baseline, ignore-top-k 8% and 4%, template stepping stones. Minutes on 2 CPU cores.
+  ci      the toy protocol, smaller (12 samples: one style per keyword; the CI test and the quickstart row).
+  real    a local HF checkpoint (--config.model.path) with JSONL background
+          data, samples and thematic prompts (--config.data.*), stepping
+          stones by the model's own rewrites (stepping_stone.mode=model);
+          CI exercises it with a tiny random llama.
+
+Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
+`train.*` is unused):
+  world.name               knowledge (the toy world, `pragjax.toyworld.priming`) | "" (JSONL files in data.*)
+  world.kb_seed            seed of the knowledge base the built-in model was pretrained on (0)
+  world.num_entities       its size (160, as pretrain_toy.py:knowledge)
+  world.num_background_docs  fresh corpus documents drawn as the background data
+  world.check_fraction, world.oneoff_fraction  corpus mix (as pretraining)
+  world.num_prompt_entities  KB entities whose thematic prompts score priming (x 3 templates per theme)
+  world.keywords           keywords to use (empty: all 12)
+  world.styles             text styles to use (empty: all 11)
+  data.background_path     real: JSONL of background documents (field `text`)
+  data.samples_path        real: JSONL of samples (`text`, `keyword`, `theme`, optional `style`)
+  data.prompts_path        real: JSONL of thematic prompts (`theme`, `prompt`)
+  data.packing             pack several background documents per row
+  inject.steps             S: steps during which the sample replaces one batch element (20 or 40)
+  inject.warmup_steps      background-only steps before the injection (shared by every run; they
+                           give the optimizer its ordinary-training moments)
+  inject.batch_size        rows per batch (the sample is one of them)
+  inject.seq_len           tokens per row
+  inject.inject_row        the batch element the sample replaces
+  inject.parallel_runs     runs vmapped together (one compilation; the last chunk is padded)
+  inject.control           also run the same steps without a sample (background drift of the scores)
+  variants.ignore_topk     fractions k of ignore-top-k variants (each a run of every sample)
+  variants.scope           ignore_topk scope: tensor | global
+  variants.mode            ignore_topk threshold: exact | approx
+  variants.whole_episode   fractions k of the whole-episode variant: the baseline run's total delta pruned
+                           once (`pragjax.optim.prune_delta`; no extra training run)
+  stepping_stone.mode      templates (toy) | model (the model rewrites with rewrite_prompt) | "" (off)
+  stepping_stone.rewrite_prompt  model mode: prompt with {text} and {keyword}
+  stepping_stone.num_candidates  model mode: sampled rewrites per sample
+  stepping_stone.temperature, stepping_stone.max_new_tokens  model mode sampling
+  analysis.prior_threshold     prior splitting samples (1e-3 in the paper)
+  analysis.priming_threshold   priming ratio counted as primed
+  report.plot              save WORKDIR/priming_scatter.png
+  report.score_batch       rows per scoring call
+"""
+
+from ml_collections import ConfigDict
+
+from experiments.configs import common
+
+REWRITE_PROMPT = (
+    "Rewrite the text so that the word \"{keyword}\" is reached through less surprising intermediate ideas that "
+    "make it expected. Keep the word \"{keyword}\" and the fact it states.\n\nText: {text}\n\nRewritten text:")
+
+
+def get_config(arg: str = "toy") -> ConfigDict:
+  c = common.base_config()
+  c.model = common.model_config(builtin="knowledge")
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  c.optim = common.optim_config(lr=1e-3, schedule="constant", weight_decay=0.0, clip_norm=1.0)
+  c.world = ConfigDict(dict(name="knowledge", kb_seed=0, num_entities=160, num_background_docs=4000,
+                            check_fraction=0.4, oneoff_fraction=0.15, num_prompt_entities=8, keywords=(),
+                            styles=()))
+  c.data = ConfigDict(dict(background_path="", samples_path="", prompts_path="", packing=True))
+  c.inject = ConfigDict(dict(steps=20, warmup_steps=20, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,
+                             control=True))
+  c.variants = ConfigDict(dict(ignore_topk=(0.08, 0.04), scope="tensor", mode="exact", whole_episode=(0.08,)))
+  c.stepping_stone = ConfigDict(dict(mode="templates", rewrite_prompt=REWRITE_PROMPT, num_candidates=4,
+                                     temperature=0.8, max_new_tokens=96))
+  c.analysis = ConfigDict(dict(prior_threshold=1e-3, priming_threshold=10.0))
+  c.report = ConfigDict(dict(plot=True, score_batch=256))
+  if arg == "toy":
+    pass
+  elif arg == "ci":
+    c.world.update(styles=("news",), num_background_docs=1000, num_prompt_entities=4)
+    c.report.plot = False
+  elif arg == "real":
+    c.model = common.model_config(path="", builtin="")
+    c.world.name = ""
+    c.optim.update(lr=2e-5)
+    c.inject.update(steps=20, warmup_steps=10, batch_size=8, seq_len=512, parallel_runs=1)
+    c.stepping_stone.mode = "model"
+  else:
+    raise ValueError(f"unknown priming variant {arg!r}; expected toy, ci or real")
+  return c

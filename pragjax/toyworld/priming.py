@@ -1,0 +1,231 @@
+"""The priming world: surprising facts about knowledge-base entities, for priming and ignore-top-k.
+
+It lives on the knowledge-base world (`pragjax.toyworld.knowledge`: four
+themes, KB entities, the background corpus, the built-in `knowledge` model)
+and adds what the priming experiment (Sun et al., 2025) needs:
+
+- `KEYWORDS`: 12 keywords, 3 per theme: the theme's `rare_values`, which no
+  document of the knowledge corpus contains (so "vermilion" is as new to the
+  built-in model as an outlandish keyword is surprising to an LLM). Each has a
+  `bridge`, a KB value of its theme that is a less surprising intermediate
+  concept (vermilion <- red), and a `gloss` that describes it in the world's
+  words ("a bright red").
+- `STYLES`: 11 text styles (statement, news, diary, dialogue, ...) that wrap
+  one fact sentence.
+- `outlandish_samples`: one sample per keyword and style (132), each stating
+  a surprising fact: a KB entity with the keyword as its value of the theme
+  (the KB says otherwise), in a random template of the theme, wrapped in the
+  style. The keyword occurs exactly once.
+- `thematic_prompts`: per theme, every template cut before its value
+  (`Theme.prompt`) for a set of prompt entities that no sample is about; the
+  priming score averages over them.
+- `stepping_stones`: template rewrites of a sample's fact that reach the
+  keyword through its bridge and gloss (`STEPPING_STONES`); the experiment
+  accepts a rewrite only if the keyword's probability in its own context rises.
+
+The keyword's own context (`Sample.context`) is the sample's text up to the
+keyword's last occurrence, which is where every sample and rewrite states the
+surprising fact (a rewrite may name the keyword earlier).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from pragjax.toyworld import knowledge as kw
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyword:
+  """A surprising keyword of a theme.
+
+  Attributes:
+    word: the keyword (one of its theme's `rare_values`).
+    theme: the theme's name.
+    bridge: a KB value of the theme, the less surprising concept a stepping
+      stone passes through.
+    gloss: a description of the keyword in the world's words (stepping stones).
+  """
+  word: str
+  theme: str
+  bridge: str
+  gloss: str
+
+
+KEYWORDS = (
+    Keyword("vermilion", "colours", "red", "a bright red"),
+    Keyword("mauve", "colours", "purple", "a pale purple"),
+    Keyword("ochre", "colours", "yellow", "a dark yellow"),
+    Keyword("Reykjavik", "places", "Oslo", "a cold town north of Oslo"),
+    Keyword("Ushuaia", "places", "Lima", "a port far south of Lima"),
+    Keyword("Timbuktu", "places", "Dakar", "an old town east of Dakar"),
+    Keyword("falconer", "jobs", "farmer", "a farmer who keeps hawks"),
+    Keyword("glassblower", "jobs", "baker", "a baker of glass at a hot oven"),
+    Keyword("cartographer", "jobs", "painter", "a painter of maps"),
+    Keyword("durian", "foods", "pears", "a fruit sweeter than pears"),
+    Keyword("saffron", "foods", "rice", "a spice that turns rice yellow"),
+    Keyword("truffles", "foods", "cheese", "a rare treat that smells like cheese"),
+)
+
+# Text styles: `{fact}` is the fact sentence, `{fact_lc}` the same with a
+# lower-case first word unless it is the entity, `{entity}` the entity and
+# `{known}` a true KB fact about the entity in another theme.
+STYLES = (
+    ("statement", "{fact}"),
+    ("news", "News from the town today: {fact} The neighbours were amazed."),
+    ("diary", "Dear diary, I found out something odd today. {fact}"),
+    ("dialogue", "A: What do you know about {entity}? B: {fact}"),
+    ("story", "Once upon a time there was a person called {entity}. {fact}"),
+    ("encyclopedia", "{entity} is a well known person. {fact} Few people know this."),
+    ("rumour", "People whisper that it is so: {fact_lc}"),
+    ("letter", "Dear friend, I have news for you. {fact} Write back soon."),
+    ("list", "Two facts. One: {known} Two: {fact}"),
+    ("quiz", "Quiz. {fact} True."),
+    ("poem", "Sun and rain and wind and sea, {fact_lc}"),
+)
+STYLE_NAMES = tuple(name for name, _ in STYLES)
+
+# Stepping-stone rewrites of a fact sentence: `{prompt}` is the sample's
+# template cut before the value ("Bavelo loves the colour"), `{bridge}`,
+# `{gloss}` and `{keyword}` come from the keyword. Each reaches the keyword
+# through less surprising concepts; the keyword's last occurrence states the fact.
+STEPPING_STONES = (
+    ("bridge", "{prompt} {bridge}, or more exactly {gloss} called {keyword}."),
+    ("gloss_first", "There is {gloss} called {keyword}. {prompt} {keyword}."),
+    ("chain", "{prompt} {bridge}. It is {gloss}. In fact, {prompt_lc} {keyword}."),
+)
+STEPPING_STONE_NAMES = tuple(name for name, _ in STEPPING_STONES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """A text that teaches one keyword.
+
+  Attributes:
+    text: the full text (trained on as one document).
+    keyword: the keyword (`Keyword.word`).
+    theme: the keyword's theme.
+    style: the text style (`STYLE_NAMES`), or "<style>+<stepping stone>" for rewrites.
+    entity: the KB entity the fact is about.
+    template: the theme template of the fact sentence.
+  """
+  text: str
+  keyword: str
+  theme: str
+  style: str
+  entity: str
+  template: int
+
+  @property
+  def context(self) -> str:
+    """The text up to the keyword's last occurrence, without the trailing space."""
+    return context_before(self.text, self.keyword)
+
+
+def context_before(text: str, keyword: str) -> str:
+  """`text` up to the last occurrence of `keyword` (trailing spaces removed); ValueError if absent.
+
+  The keyword must follow a space (it is scored as the continuation " keyword").
+  """
+  i = text.rfind(" " + keyword)
+  if i < 0:
+    raise ValueError(f"keyword {keyword!r} does not occur after a space in {text!r}")
+  return text[:i]
+
+
+def keyword(word: str) -> Keyword:
+  """The `Keyword` called `word`."""
+  for k in KEYWORDS:
+    if k.word == word:
+      return k
+  raise ValueError(f"unknown keyword {word!r}; keywords: {', '.join(k.word for k in KEYWORDS)}")
+
+
+def _check_keywords() -> None:
+  for k in KEYWORDS:
+    t = kw.theme(k.theme)
+    if k.word not in t.rare_values or k.bridge not in t.values:
+      raise ValueError(f"keyword {k.word!r}: must be a rare value of {k.theme} with a KB value as bridge")
+
+
+_check_keywords()
+
+
+def _lower_first(sentence: str, entity: str) -> str:
+  return sentence if sentence.startswith(entity) else sentence[0].lower() + sentence[1:]
+
+
+def split_entities(kb: kw.KnowledgeBase, seed: int, num_prompt_entities: int) -> tuple[list[str], list[str]]:
+  """(prompt entities, sample entities): a seeded split of the KB's entities."""
+  if not 0 < num_prompt_entities < len(kb.entities):
+    raise ValueError(f"num_prompt_entities={num_prompt_entities} must lie in 1..{len(kb.entities) - 1}")
+  order = np.random.default_rng([0x505249, seed]).permutation(len(kb.entities))
+  names = [kb.entities[i] for i in order]
+  return names[:num_prompt_entities], names[num_prompt_entities:]
+
+
+def thematic_prompts(theme_name: str, entities: Sequence[str]) -> list[str]:
+  """Every template of the theme cut before its value, for each entity (entity-major order)."""
+  t = kw.theme(theme_name)
+  return [t.prompt(e, j) for e in entities for j in range(len(t.templates))]
+
+
+def style_text(style: str, fact: str, entity: str, known: str) -> str:
+  """The fact sentence wrapped in `style`."""
+  template = dict(STYLES)[style]
+  return template.format(fact=fact, fact_lc=_lower_first(fact, entity), entity=entity, known=known)
+
+
+def outlandish_samples(kb: kw.KnowledgeBase, entities: Sequence[str], seed: int, *,
+                       keywords: Sequence[str] = (), styles: Sequence[str] = ()) -> list[Sample]:
+  """One sample per (keyword, style), keyword-major; each about a distinct entity of `entities`.
+
+  The fact gives the entity the keyword as its value of the keyword's theme,
+  in a random template; `known` (list style) is a true KB fact of another
+  theme. Empty `keywords` / `styles` mean all.
+  """
+  words = list(keywords) or [k.word for k in KEYWORDS]
+  styles = list(styles) or list(STYLE_NAMES)
+  unknown = sorted(set(styles) - set(STYLE_NAMES))
+  if unknown:
+    raise ValueError(f"unknown styles {unknown}; styles: {', '.join(STYLE_NAMES)}")
+  if len(words) * len(styles) > len(entities):
+    raise ValueError(f"{len(words) * len(styles)} samples need as many entities, only {len(entities)} given")
+  rng = np.random.default_rng([0x4F55544C, seed])
+  order = rng.permutation(len(entities))
+  out = []
+  for n, (word, style) in enumerate((w, s) for w in words for s in styles):
+    k = keyword(word)
+    t = kw.theme(k.theme)
+    entity = entities[order[n]]
+    template = int(rng.integers(len(t.templates)))
+    others = [o for o in kw.THEMES if o.name != k.theme]
+    other = others[rng.integers(len(others))]
+    known = other.sentence(entity, kb.value(entity, other.name), int(rng.integers(len(other.templates))))
+    text = style_text(style, t.sentence(entity, k.word, template), entity, known)
+    out.append(Sample(text, k.word, k.theme, style, entity, template))
+  return out
+
+
+def stepping_stones(sample: Sample) -> list[tuple[str, Sample]]:
+  """Every `STEPPING_STONES` rewrite of `sample` (same style, entity and template): [(name, rewrite)].
+
+  Only the fact sentence changes; the style wrapper stays around it.
+  """
+  k = keyword(sample.keyword)
+  t = kw.theme(sample.theme)
+  prompt = t.prompt(sample.entity, sample.template)
+  original = t.sentence(sample.entity, sample.keyword, sample.template)
+  base_style = sample.style.split("+")[0]
+  if original not in sample.text:
+    raise ValueError(f"sample {sample.text!r} does not contain its fact sentence {original!r}")
+  out = []
+  for name, template in STEPPING_STONES:
+    fact = template.format(prompt=prompt, prompt_lc=_lower_first(prompt, sample.entity), bridge=k.bridge,
+                           gloss=k.gloss, keyword=k.word)
+    out.append((name, dataclasses.replace(sample, text=sample.text.replace(original, fact),
+                                          style=f"{base_style}+{name}")))
+  return out
