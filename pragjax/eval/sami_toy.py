@@ -45,3 +45,52 @@ def measure_adherence(model, tokenizer, *, seed: int, num_queries: int, temperat
   out["chance"] = float(np.mean([world.chance_adherence(x) for rs in rules for x in rs]))
   out["mean_words"] = float(np.mean([len(r.text.split()) for r in resp]))
   return out
+
+
+def library():
+  """The world's principles as a SAMI principle library."""
+  from pragjax.sami.constitutions import Principle
+
+  return [Principle(p.name, p.positive, p.negative) for p in world.PRINCIPLES]
+
+
+def rules_of(constitution) -> tuple[world.Rule, ...]:
+  """A SAMI `Constitution` of this world's principles -> its rules."""
+  return tuple(world.Rule(p.name, bool(s)) for p, s in zip(constitution.principles, constitution.pattern))
+
+
+def items_of(query: str) -> tuple[str, ...]:
+  return tuple(query.split(" "))
+
+
+def judge_meta(group) -> tuple:
+  """What the programmatic judge needs for a held-out group: its items and the all-positive rules."""
+  return items_of(group.query), rules_of(group.constitutions[0])
+
+
+def world_metrics(groups) -> dict[str, float]:
+  """Adherence of held-out responses: under the all-positive constitution (slot 0), under the others (the
+  rules each states, negated or not; `adherence_negated` counts only negated rules), per principle and sign;
+  well-formed share and mean words of the positive-constitution responses."""
+  pos_items, pos_resp, pos_rules = [], [], []
+  neg_hits = []
+  per: dict[str, list[bool]] = {}
+  for g in groups:
+    items = items_of(g.query)
+    for slot, (c, r) in enumerate(zip(g.constitutions, g.responses)):
+      rules = rules_of(c)
+      for rule in rules:
+        ok = world.holds(items, r.text, rule)
+        per.setdefault(f"adherence_{rule.name}_{'pos' if rule.positive else 'neg'}", []).append(ok)
+        if not rule.positive:
+          neg_hits.append(ok)
+      if slot == 0:
+        pos_items.append(items)
+        pos_resp.append(r.text)
+        pos_rules.append(rules)
+  adh = world.adherence(pos_items, pos_resp, pos_rules)
+  out = {"adherence_positive": adh["all"], "well_formed_positive": adh["well_formed"],
+         "adherence_negated": float(np.mean(neg_hits)) if neg_hits else float("nan"),
+         "mean_words_positive": float(np.mean([len(t.split()) for t in pos_resp]))}
+  out.update({k: float(np.mean(v)) for k, v in sorted(per.items())})
+  return out

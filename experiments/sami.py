@@ -1,0 +1,122 @@
+"""SAMI: iterate sample -> train on the C x C InfoNCE bound -> evaluate, and report win rate, MI bound, length.
+
+  python -m experiments.sami --config=experiments/configs/sami.py:toy --workdir=/tmp/sami
+  launch/gpu_node.sh sami --config=experiments/configs/sami.py:mistral7b \
+      --config.model.path=/ckpt/Mistral-7B-v0.1 --config.data.queries_path=tldr.jsonl \
+      --config.sami.constitutions_dir=../shared/data/sami/constitutions_mistral --workdir=/runs/sami
+
+Toy (`world.name=sami`): queries, principles and the programmatic judge of
+the principles world. Files: queries from `data.queries_path` (held out by
+hash), principles from `sami.constitutions_dir`, the log-probability judge.
+Rerunning the same command resumes (see `pragjax.sami.iterate`).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from pragjax.train import runner
+
+_FLAGS = {}
+
+
+def _define_flags():
+  """Flags are defined when run as a script only, so that `experiments.quickstart` can import `run`."""
+  _FLAGS["config"] = config_flags.DEFINE_config_file("config", "experiments/configs/sami.py:toy", "config file:variant")
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "output directory (iter_K/ per iteration, report.json)")
+
+
+def _judge(config, meta_judge):
+  """The configured judge: the world's programmatic one, or a local LM by log-probabilities."""
+  from pragjax.eval import judges
+
+  jc = config.judge
+  if jc.kind == "programmatic":
+    if meta_judge is None:
+      raise ValueError("judge.kind=programmatic needs a toy world (world.name=sami); use judge.kind=logprob")
+    return meta_judge
+  if jc.kind != "logprob":
+    raise ValueError(f"judge.kind must be programmatic or logprob, got {jc.kind!r}")
+  spec = dict(config.model)
+  if jc.model:
+    spec.update(path=jc.model, tokenizer="")
+  judge_model = runner.load_model(spec)
+  return judges.LogprobJudge(judge_model.model, judge_model.tokenizer, template=jc.template, answers=tuple(jc.answers),
+                             tie_margin=jc.tie_margin, batch_size=jc.batch_size, max_length=jc.max_length)
+
+
+def _task(config):
+  """(train queries, held-out queries, principle library, programmatic judge or None, world metrics, judge meta)."""
+  from pragjax.eval import sami_toy
+  from pragjax.sami import constitutions, queries
+  from pragjax.toyworld import sami as world
+
+  sc = config.sami
+  if config.world.name == "sami":
+    train = [world.format_query(q) for q in world.training_queries(np.random.default_rng([config.seed, 1]),
+                                                                   sc.train_queries)]
+    held = [world.format_query(q) for q in world.heldout_queries(config.seed, sc.heldout_queries)]
+    library = (constitutions.load_principles(sc.constitutions_dir) if sc.constitutions_dir else sami_toy.library())
+    return train, held, library, sami_toy.toy_judge(), sami_toy.world_metrics, sami_toy.judge_meta
+  if config.world.name:
+    raise ValueError(f"world.name must be 'sami' (toy) or '' (files), got {config.world.name!r}")
+  if not config.data.queries_path:
+    raise ValueError("config.data.queries_path is empty: set it to the queries (JSONL / JSON) to train on")
+  if not sc.constitutions_dir:
+    raise ValueError("config.sami.constitutions_dir is empty: set it to a directory of constitution files")
+  train, held = queries.split(queries.load_queries(config.data.queries_path, config.data.query_field),
+                              config.data.heldout_buckets)
+  train = train[:sc.train_queries or None]
+  held = held[:sc.heldout_queries or None]
+  if not held:
+    raise ValueError(f"no held-out queries in {config.data.queries_path} with data.heldout_buckets="
+                     f"{config.data.heldout_buckets}; lower it")
+  return train, held, constitutions.load_principles(sc.constitutions_dir), None, None, None
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """Runs (or resumes) the configured SAMI iterations; returns the report (also WORKDIR/report.json)."""
+  from pragjax.eval import sami_eval
+  from pragjax.sami import iterate
+
+  workdir = runner.prepare_workdir(workdir)
+  train, held, library, toy_judge, world_metrics, meta = _task(config)
+  log(f"SAMI: {len(train)} training and {len(held)} held-out queries, principles "
+      f"{[p.name for p in library]}, k={config.sami.num_principles}, C={config.sami.num_constitutions}")
+  judge = _judge(config, toy_judge)
+  evaluate = sami_eval.make_evaluate(judge, seed=config.seed, line_format=config.sami.line_format,
+                                     meta_fn=meta, world_metrics=world_metrics)
+  report = iterate.run_iterations(config, workdir, train_queries=train, heldout_queries=held, library=library,
+                                  evaluate=evaluate, log=log)
+  report["table"] = sami_eval.format_table(report["rows"])
+  if config.report.plot and report["rows"] and not report["preempted"]:
+    report["plot"] = sami_eval.plot(report["rows"], os.path.join(workdir, "sami.png"),
+                                    title=f"SAMI ({config.world.name or config.model.path})")
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=1, default=float)
+  return report
+
+
+def main(argv):
+  del argv
+  config = _FLAGS["config"].value
+  runner.setup(config)
+  report = run(config, _FLAGS["workdir"].value)
+  print("\n" + report["table"])
+  if report["rows"] and "adherence_positive" in report["rows"][0]:
+    base = report["rows"][0]
+    print(f"\nbase model adherence on held-out queries: {base['adherence_positive']:.3f} of the rules of the "
+          f"all-positive constitution, {base['adherence_negated']:.3f} of negated rules "
+          f"(well-formed answers {base['well_formed_positive']:.3f})")
+  if "plot" in report:
+    print(f"plot: {report['plot']}")
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
