@@ -28,6 +28,7 @@ fingerprints raises `StaleReferenceError` naming what changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -76,6 +77,13 @@ def data_fingerprint(source, **settings) -> str:
   return h.hexdigest()
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _score(graphdef: nnx.GraphDef, params, batch) -> jax.Array:
+  """The reference's token log-probs, compiled once per (graphdef, shape): stores built one after another
+  (train and eval sets, rebuilds) reuse the compilation."""
+  return batch_token_logprobs(graphdef, params, batch)
+
+
 class ReferenceStore:
 
   def __init__(self, directory: str, manifest: Mapping[str, Any]):
@@ -120,7 +128,7 @@ class ReferenceStore:
             shard_tokens: int = 1 << 24, bucket_multiple: int = 64) -> "ReferenceStore":
     """Scores `examples` (tokenised records, None for dropped ones) with the
     reference `params` and writes the store. Only process 0 writes."""
-    score = jax.jit(lambda p, b: batch_token_logprobs(graphdef, p, b))
+    score = functools.partial(_score, graphdef)
     order = [i for i, e in enumerate(examples) if e is not None]
     per_record: dict[int, np.ndarray] = {}
     for s in range(0, len(order), batch_size):
