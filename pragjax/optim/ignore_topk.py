@@ -156,11 +156,36 @@ class _Count(NamedTuple):
     return jnp.where(neg, 0, jnp.where(big, upper, jnp.minimum(v, upper)))
 
 
-def _count_ge(keys: Sequence[jax.Array], v) -> _Count:
-  total = _Count.const(0)
-  for k in keys:
-    total = total + _Count.of(jnp.sum(k >= v, dtype=jnp.int32))
-  return total
+_NO_KEY = 0xFFFFFFFF  # "no such key" for min reductions (real keys are <= _KEY_MAX)
+
+
+def _leaf_stats(key: jax.Array, v) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(count of keys >= v, smallest key >= v, largest key < v) of one leaf.
+
+  One variadic reduce: XLA:CPU runs it as a single fused loop (a plain
+  `jnp.sum` of a comparison materializes the comparison and reduces it in a
+  tree of passes, ~5x slower), and the SPMD partitioner reduces it per shard
+  and all-gathers the per-shard scalars. Empty-set results: `_NO_KEY` / 0.
+  """
+  ge = key >= v
+  init = (jnp.int32(0), jnp.uint32(_NO_KEY), jnp.uint32(0))
+  ops = (ge.astype(jnp.int32), jnp.where(ge, key, jnp.uint32(_NO_KEY)), jnp.where(ge, jnp.uint32(0), key))
+  return jax.lax.reduce(ops, init, lambda a, b: (a[0] + b[0], jnp.minimum(a[1], b[1]), jnp.maximum(a[2], b[2])),
+                        tuple(range(key.ndim)))
+
+
+def _stats(keys: Sequence[jax.Array], v) -> tuple[_Count, jax.Array, jax.Array]:
+  """`_leaf_stats` over all leaves, the count as an exact `_Count`."""
+  total, mn, mx = _Count.const(0), jnp.uint32(_NO_KEY), jnp.uint32(0)
+  for key in keys:
+    c, lmn, lmx = _leaf_stats(key, v)
+    total, mn, mx = total + _Count.of(c), jnp.minimum(mn, lmn), jnp.maximum(mx, lmx)
+  return total, mn, mx
+
+
+def _count(pred: jax.Array) -> jax.Array:
+  """Number of True entries (int32) in one fused pass (see `_leaf_stats`)."""
+  return _leaf_stats(jnp.where(pred, jnp.uint32(1), jnp.uint32(0)), jnp.uint32(1))[0]
 
 
 # -- keys, samples, selection --------------------------------------------------
@@ -243,46 +268,79 @@ def sample(x: jax.Array, target: int) -> jax.Array:
   return picked.reshape(-1)
 
 
-def _bisect_kth(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_above: _Count):
-  """Largest `t` in [lo, hi] with count(keys >= t) >= k, given
-  count(keys >= lo) = c_lo >= k and count(keys > hi) = c_above < k.
-  Returns (t, count(keys >= t), count(keys > t))."""
-  kc = _Count.const(k)
+def _as_float(c: _Count) -> jax.Array:
+  c = c.norm()
+  return c.hi.astype(jnp.float32) * float(1 << _LIMB) + c.lo.astype(jnp.float32)
+
+
+def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Count):
+  """The k-th largest key `t`, from a bracket `lo <= t < hi` where `lo` and
+  `hi - 1` are keys present in `keys`, c_lo = count(>= lo) >= k and
+  c_hi = count(>= hi) < k.
+
+  Each step counts at one candidate `mid` inside the bracket and, in the
+  same pass, finds the nearest keys on either side of it, so the bracket
+  always ends on real keys ("snapping"): every step removes at least one
+  distinct magnitude, and gaps and heavy ties (e.g. many exact zeros) cost
+  one step. The candidate interpolates the counts linearly in key space
+  (~log-magnitude, where update distributions are smooth), aiming at rank
+  k - 1/2; every third step bisects instead, bounding the worst case at
+  about 3 x 31 steps. It stops when the bracket holds one value, or its
+  lower end has exactly k keys at or above it (t = lo), or its upper end
+  exactly k - 1 (t = hi - 1). Returns (t, steps).
+  """
+  kc, k1 = _Count.const(k), _Count.const(k - 1)
+  kf = jnp.float32(k - 0.5)
 
   def cond(c):
-    lo, hi = c[0], c[1]
-    return lo < hi
+    lo, hi, c_lo, c_hi, _ = c
+    return ~((hi - lo <= 1) | (c_lo.ge(kc) & kc.ge(c_lo)) | (c_hi.ge(k1) & k1.ge(c_hi)))
 
   def body(c):
-    lo, hi, c_lo, c_above = c
-    mid = lo + (hi - lo + 1) // 2
-    cm = _count_ge(keys, mid)
-    ok = cm.ge(kc)
-    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
-    return (jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1), pick(cm, c_lo), pick(c_above, cm))
+    lo, hi, c_lo, c_hi, it = c
+    width = hi - lo
+    fl, fh = _as_float(c_lo), _as_float(c_hi)
+    frac = jnp.clip((fl - kf) / jnp.maximum(fl - fh, 1.0), 0.0, 1.0)
+    off = jnp.floor(frac * width.astype(jnp.float32)).astype(jnp.uint32)
+    off = jnp.where(it % 3 == 2, width // 2, jnp.clip(off, jnp.uint32(1), width - 1))
+    mid = lo + off
+    cm, above, below = _stats(keys, mid)
+    ok = cm.ge(kc)  # t >= mid: the new lower end is the smallest key >= mid
+    pick = lambda x, y: jax.tree.map(lambda a, b: jnp.where(ok, a, b), x, y)
+    return (jnp.where(ok, above, lo), jnp.where(ok, hi, below + 1), pick(cm, c_lo), pick(c_hi, cm), it + 1)
 
-  init = (jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), c_lo, c_above)
-  t, _, c_ge, c_gt = jax.lax.while_loop(cond, body, init)
-  return t, c_ge, c_gt
+  init = (jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), c_lo, c_hi, jnp.int32(0))
+  lo, hi, c_lo, c_hi, steps = jax.lax.while_loop(cond, body, init)
+  t = jnp.where(c_hi.ge(k1) & k1.ge(c_hi) & ~(c_lo.ge(kc) & kc.ge(c_lo)), hi - 1, lo)
+  return t, steps
 
 
 def kth_largest_key(keys: Sequence[jax.Array], k: int, *, bracket=None):
-  """The k-th largest key over all `keys` (1 <= k <= total size), by
-  bisection with sharded counts. `bracket=(lo, hi)` (uint32 scalars) is tried
-  first and used if it verifiably contains the answer.
-  Returns (t, count(keys >= t), count(keys > t)) with counts as `_Count`."""
-  full = (jnp.uint32(0), jnp.uint32(_KEY_MAX), _Count.const(sum(x.size for x in keys)), _Count.const(0))
+  """The k-th largest key over all `keys` (1 <= k <= total size), found by
+  counting passes (sharded reductions; see `_search`). `bracket=(lo, hi)`
+  (uint32 scalars, lo <= hi) is checked with two counting passes and used if
+  it contains the answer; otherwise one pass finds the smallest and largest
+  keys. Returns (t, count(keys >= t), count(keys > t), search steps), counts
+  as `_Count`."""
+  n = sum(x.size for x in keys)
+
+  def full():
+    _, mn, _ = _stats(keys, jnp.uint32(0))
+    _, _, mx = _stats(keys, jnp.uint32(_KEY_MAX + 1))
+    return mn, mx + 1, _Count.const(n), _Count.const(0)
+
   if bracket is None:
-    return _bisect_kth(keys, k, *full)
-  lo, hi = bracket
-  c_lo = _count_ge(keys, lo)
-  hi1 = jnp.minimum(hi, jnp.uint32(_KEY_MAX - 1)) + 1
-  c_above = _count_ge(keys, hi1)
-  kc = _Count.const(k)
-  good = c_lo.ge(kc) & ~c_above.ge(kc)
-  sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(good, x, y), a, b)
-  start = sel((lo, hi1 - 1, c_lo, c_above), full)
-  return _bisect_kth(keys, k, *start)
+    start = full()
+  else:
+    c_lo, lo, _ = _stats(keys, bracket[0])
+    c_hi, _, below = _stats(keys, bracket[1] + 1)  # keys <= 0x7FFFFFFF, so bracket[1] + 1 <= 2**31
+    kc = _Count.const(k)
+    good = c_lo.ge(kc) & ~c_hi.ge(kc)
+    start = jax.lax.cond(good, lambda: (lo, below + 1, c_lo, c_hi), full)
+  t, steps = _search(keys, k, *start)
+  c_ge, _, _ = _stats(keys, t)
+  c_gt, _, _ = _stats(keys, t + 1)
+  return t, c_ge, c_gt, steps
 
 
 def _flat_index(shape) -> jax.Array:
@@ -302,7 +360,7 @@ def _tie_cut(key: jax.Array, t, r) -> jax.Array:
   tied = key == t
 
   def count_below(j):
-    return jnp.sum(tied & (idx < j), dtype=jnp.int32)
+    return _count(tied & (idx < j))
 
   def body(c):
     lo, hi = c  # count_below(hi) >= r; answer in [lo, hi]
@@ -319,7 +377,7 @@ def _tie_cuts(keys: Sequence[jax.Array], t, r: _Count) -> list[jax.Array]:
   first `r` tied entries in (leaf, flat index) order."""
   cuts, before = [], _Count.const(0)
   for key in keys:
-    e = jnp.sum(key == t, dtype=jnp.int32)
+    e = _count(key == t)
     r_l = (r - before).clip_int32(e)
     before = before + _Count.of(e)
     cut = jax.lax.cond(
@@ -334,7 +392,7 @@ def _tie_cuts(keys: Sequence[jax.Array], t, r: _Count) -> list[jax.Array]:
 
 def _exact_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
   bracket = _sample_bracket(keys, k, sample_size)
-  t, c_ge, c_gt = kth_largest_key(keys, k, bracket=bracket)
+  t, c_ge, c_gt, _ = kth_largest_key(keys, k, bracket=bracket)
   r = _Count.const(k) - c_gt  # tied entries to zero, 1 <= r <= c_ge - c_gt
   all_tied = (c_ge - c_gt - r).clip_int32(jnp.int32(1)) == 0
   n_keys = [jnp.int32(x.size) for x in keys]
@@ -357,29 +415,27 @@ def _sample_k(fraction_k: int, total: int, m: int) -> int:
 
 def _sample_bracket(keys: Sequence[jax.Array], k: int, sample_size: int):
   """A (lo, hi) key bracket likely to contain the k-th largest key: the
-  sample's order statistics 6 standard deviations either side of rank k.
-  None when the sample is the whole tensor (the bisection is then cheap)."""
+  order statistics of a sample (of `sample_size`, at most 1/8 of the
+  entries) 6 binomial standard deviations either side of rank k; an end
+  beyond the sample is left open. None for fewer than 4096 entries."""
   total = sum(x.size for x in keys)
-  if total <= 4 * sample_size:
+  if total < 4096:
     return None
-  s = _samples(keys, sample_size)
+  s = _samples(keys, min(sample_size, total // 8))
   m = s.size
   p = k / total
-  ks = m * p
   dev = 6.0 * math.sqrt(m * p * (1 - p)) + 2
-  k_hi = int(max(1, math.floor(ks - dev)))  # fewer entries above: a higher key
-  k_lo = int(min(m, math.ceil(ks + dev)))
-  if k_hi >= k_lo:
-    return None
-  lo = kth_largest_key([s], k_lo)[0]
-  hi = kth_largest_key([s], k_hi)[0]
+  k_hi = math.floor(m * p - dev)  # rank in the sample of the upper end (fewer above: a higher key)
+  k_lo = math.ceil(m * p + dev)
+  hi = kth_largest_key([s], k_hi)[0] if k_hi >= 1 else jnp.uint32(_KEY_MAX)
+  lo = kth_largest_key([s], k_lo)[0] if k_lo <= m else jnp.uint32(0)
   return lo, hi
 
 
 def _approx_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
   total = sum(x.size for x in keys)
   s = _samples(keys, sample_size)
-  t, _, _ = kth_largest_key([s], _sample_k(k, total, s.size))
+  t = kth_largest_key([s], _sample_k(k, total, s.size))[0]
   return [key >= t for key in keys]
 
 
