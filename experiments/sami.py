@@ -44,7 +44,13 @@ def _judge(config, meta_judge):
   spec = dict(config.model)
   if jc.model:
     spec.update(path=jc.model, tokenizer="")
-  judge_model = runner.load_model(spec)
+  import jax
+
+  from pragjax import sharding as sharding_lib
+
+  mesh = sharding_lib.mesh_from_config(dict(config.mesh))  # the mesh the iterations evaluate on
+  with jax.set_mesh(mesh):
+    judge_model = runner.load_model(spec, mesh)
   return judges.LogprobJudge(judge_model.model, judge_model.tokenizer, template=jc.template, answers=tuple(jc.answers),
                              tie_margin=jc.tie_margin, batch_size=jc.batch_size, max_length=jc.max_length)
 

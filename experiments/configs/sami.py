@@ -50,7 +50,7 @@ from ml_collections import ConfigDict
 
 from experiments.configs import common
 
-TOY_TEMPLATE = "rules:\n{constitution}\nitems: {query}\nanswer: "
+TOY_TEMPLATE = "rules:\n{constitution}\ntopics: {query}\nanswer: "
 REAL_TEMPLATE = ("Below is a post from Reddit and principles that a good summary of it follows.\n\n"
                  "Principles:\n{constitution}\n\n{query}\n\nA summary of the post that follows the principles:")
 JUDGE_TEMPLATE = ("Principles for a summary:\n{constitution}\n\n{query}\n\nSummary A: {response_a}\n\n"
@@ -92,7 +92,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
     c.optim = common.optim_config(name="rmsprop", lr=5e-7, decay=0.99, schedule="constant", clip_norm=1.0)
     if arg == "tiny":
       c.sami.update(iterations=2, max_new_tokens=12, max_length=256, sample_batch=8, score_batch=2)
-      c.train.update(batch_size=2, log_every=1, checkpoint_every=2, progress=False)
+      c.train.update(batch_size=8, log_every=1, checkpoint_every=1, progress=False)
       c.judge.update(batch_size=2, max_length=512)
       c.optim.lr = 1e-3
       c.report.plot = True

@@ -60,7 +60,7 @@ def rules_of(constitution) -> tuple[world.Rule, ...]:
 
 
 def items_of(query: str) -> tuple[str, ...]:
-  return tuple(query.split(" "))
+  return world.parse_query(query)
 
 
 def judge_meta(group) -> tuple:

@@ -1,20 +1,20 @@
-"""The principles world (SAMI): pick items from a list, following written rules about the answer.
+"""The principles world (SAMI): list words on given topics, following written rules about the answer.
 
-A query is a list of `NUM_ITEMS` distinct short words ("items: fox lamp sun
-..."); an answer ("summary") is a selection of those items. Three principles,
-each with an antithesis, are about attributes of the answer that a program
-checks exactly:
+A query names `TOPICS_PER_QUERY` topics ("topics: animals, music, food");
+an answer lists words of those topics (`TOPICS` holds 8 words per topic, no
+word in two topics). Three principles, each with an antithesis, are about
+attributes of the answer that a program checks exactly:
 
 | principle | positive text | antithesis text | positive holds when | antithesis holds when |
 |---|---|---|---|---|
 | brief | "be brief" | "be long" | <= BRIEF_MAX words | >= LONG_MIN words |
-| order | "keep the order" | "reverse the order" | words in query order | words in reverse query order |
+| order | "sort a to z" | "sort z to a" | words in alphabetical order | in reverse alphabetical order |
 | case | "use lower case" | "use upper case" | all lower case | all upper case |
 
-(mirroring the paper's "concise" / "comprehensive" pair with attributes of
-length, ordering and vocabulary). Only a well-formed answer can satisfy a
-principle: every word is an item of the query in one case (all lower or all
-upper), none repeated, and there are at least 2 words (`parse`).
+(length, ordering and vocabulary, mirroring the paper's "concise" /
+"comprehensive" principles for summaries). Only a well-formed answer can
+satisfy a principle: at least `MIN_WORDS` words, each a word of one of the
+query's topics, none repeated, all in one case (`parse`).
 
 A document is a prompt (`PROMPT_TEMPLATE` with a constitution of 2 of the 3
 principles, each stated positively or negated, in random order, and the
@@ -22,13 +22,14 @@ query) followed by an answer. The corpus is principle-conditioned text that
 follows its rules only weakly, as a base model's pretraining text does: for
 each stated rule, with probability `follow_rate` the answer's attribute
 obeys it; otherwise the attribute is drawn as if no rule were stated (length
-uniform over 2..NUM_ITEMS, a random order, either case with probability
-1/2). Attributes of principles that are not stated are always drawn that way.
-A model trained on this corpus follows principles only a little more often
-than chance; `adherence` measures how often.
+uniform over MIN_WORDS..MAX_WORDS, a random order, either case with
+probability 1/2). Attributes of principles that are not stated are always
+drawn that way. A model trained on this corpus follows principles only a
+little more often than chance; `adherence` measures how often.
 
 Held-out queries are a fixed part of query space (a stable hash bucket of the
-item list, `HELDOUT_BUCKETS`), never in the corpus whatever the seed.
+topic list, `HELDOUT_BUCKETS`): unseen combinations of seen topics, never in
+the corpus whatever the seed.
 
 Tokenizer: one token per character (`ALPHABET`).
 """
@@ -44,20 +45,28 @@ import numpy as np
 
 from pragjax.toyworld.tokenizer import char_tokenizer
 
-ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n:.-"
-WORDS = (
-    "ant", "bag", "bee", "box", "bus", "cap", "car", "cat", "cow", "cup", "dog", "egg", "elk", "fan", "fig",
-    "fox", "gem", "hat", "hen", "ink", "jam", "jar", "key", "kit", "lamp", "leaf", "map", "mug", "nut", "oak",
-    "owl", "pan", "pea", "pen", "pig", "pot", "rat", "ring", "rope", "rug", "sock", "sun", "tea", "toy", "van",
-    "web", "wig", "yak",
-)
-NUM_ITEMS = 8  # items per query
+ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n:.,-"
+TOPICS = {
+    "animals": ("ant", "bee", "cat", "cow", "dog", "elk", "fox", "owl"),
+    "food": ("bun", "egg", "fig", "jam", "nut", "pea", "rice", "tea"),
+    "tools": ("axe", "awl", "drill", "file", "saw", "vise", "wedge", "hoe"),
+    "colours": ("red", "blue", "gold", "grey", "jade", "pink", "rust", "tan"),
+    "places": ("barn", "camp", "dock", "farm", "mall", "park", "port", "zoo"),
+    "clothes": ("belt", "boot", "cap", "coat", "hat", "scarf", "sock", "vest"),
+    "weather": ("fog", "gale", "hail", "haze", "mist", "rain", "snow", "wind"),
+    "body": ("arm", "ear", "eye", "hip", "jaw", "leg", "lip", "toe"),
+    "music": ("bass", "bell", "drum", "flute", "gong", "harp", "horn", "lute"),
+    "water": ("bay", "cove", "lake", "pond", "pool", "reef", "sea", "well"),
+}
+TOPIC_NAMES = tuple(TOPICS)
+TOPICS_PER_QUERY = 3
 MIN_WORDS = 2  # shortest well-formed answer
+MAX_WORDS = 8  # longest answer in the corpus
 BRIEF_MAX = 3  # "be brief": at most this many words
 LONG_MIN = 6  # "be long": at least this many words
 HELDOUT_BUCKETS = 10  # a query whose hash is 0 mod 10 is held out
 PRINCIPLES_PER_DOC = 2
-PROMPT_TEMPLATE = "rules:\n{constitution}\nitems: {query}\nanswer: "
+PROMPT_TEMPLATE = "rules:\n{constitution}\ntopics: {query}\nanswer: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Principle:
 
 PRINCIPLES = (
     Principle("brief", "be brief", "be long"),
-    Principle("order", "keep the order", "reverse the order"),
+    Principle("order", "sort a to z", "sort z to a"),
     Principle("case", "use lower case", "use upper case"),
 )
 BY_NAME = {p.name: p for p in PRINCIPLES}
@@ -93,8 +102,17 @@ def format_constitution(rules: Sequence[Rule]) -> str:
   return "\n".join(f"{i + 1}. {r.text}" for i, r in enumerate(rules))
 
 
-def format_query(items: Sequence[str]) -> str:
-  return " ".join(items)
+def format_query(topics: Sequence[str]) -> str:
+  return ", ".join(topics)
+
+
+def parse_query(text: str) -> tuple[str, ...]:
+  return tuple(text.split(", "))
+
+
+def vocabulary(topics: Sequence[str]) -> tuple[str, ...]:
+  """The words an answer to `topics` may use."""
+  return tuple(w for t in topics for w in TOPICS[t])
 
 
 def prompt(rules: Sequence[Rule], items: Sequence[str], template: str = PROMPT_TEMPLATE) -> str:
@@ -106,31 +124,31 @@ def tokenizer():
 
 
 def is_heldout(items: Sequence[str]) -> bool:
-  digest = hashlib.sha1(" ".join(items).encode()).digest()
+  digest = hashlib.sha1(" ".join(sorted(items)).encode()).digest()
   return int.from_bytes(digest[:8], "big") % HELDOUT_BUCKETS == 0
 
 
 def sample_items(rng: np.random.Generator) -> tuple[str, ...]:
-  return tuple(WORDS[i] for i in rng.choice(len(WORDS), size=NUM_ITEMS, replace=False))
+  """A query: `TOPICS_PER_QUERY` distinct topics in random order."""
+  return tuple(TOPIC_NAMES[i] for i in rng.choice(len(TOPIC_NAMES), size=TOPICS_PER_QUERY, replace=False))
 
 
 def _queries(rng: np.random.Generator, n: int, heldout: bool) -> list[tuple[str, ...]]:
-  out, seen = [], set()
+  out = []
   while len(out) < n:
     items = sample_items(rng)
-    if is_heldout(items) == heldout and items not in seen:
-      seen.add(items)
+    if is_heldout(items) == heldout:
       out.append(items)
   return out
 
 
 def training_queries(rng: np.random.Generator, n: int) -> list[tuple[str, ...]]:
-  """`n` distinct queries outside the held-out bucket."""
+  """`n` queries outside the held-out bucket (topic sets repeat: there are only C(10, 3) of them)."""
   return _queries(rng, n, heldout=False)
 
 
 def heldout_queries(seed: int, n: int) -> list[tuple[str, ...]]:
-  """`n` distinct held-out queries (a fixed hash bucket of query space)."""
+  """`n` held-out queries (a fixed hash bucket of topic sets, in random topic order)."""
   return _queries(np.random.default_rng([seed, 0x484F]), n, heldout=True)
 
 
@@ -144,15 +162,15 @@ def answer(items: Sequence[str], rules: Sequence[Rule], rng: np.random.Generator
   """An answer to `items` that obeys each of `rules` with probability `follow_rate` (module docstring)."""
   target = {r.name: r.positive for r in rules if rng.random() < follow_rate}
   if "brief" in target:
-    n = rng.integers(MIN_WORDS, BRIEF_MAX + 1) if target["brief"] else rng.integers(LONG_MIN, NUM_ITEMS + 1)
+    n = rng.integers(MIN_WORDS, BRIEF_MAX + 1) if target["brief"] else rng.integers(LONG_MIN, MAX_WORDS + 1)
   else:
-    n = rng.integers(MIN_WORDS, NUM_ITEMS + 1)
-  idx = rng.choice(len(items), size=int(n), replace=False)
+    n = rng.integers(MIN_WORDS, MAX_WORDS + 1)
+  vocab = vocabulary(items)
+  words = [vocab[i] for i in rng.choice(len(vocab), size=int(n), replace=False)]
   if "order" in target:
-    idx = np.sort(idx) if target["order"] else np.sort(idx)[::-1]
+    words = sorted(words, reverse=not target["order"])
   lower = target["case"] if "case" in target else bool(rng.random() < 0.5)
-  words = [items[i] if lower else items[i].upper() for i in idx]
-  return " ".join(words)
+  return " ".join(w if lower else w.upper() for w in words)
 
 
 def corpus(rng: np.random.Generator, n: int, follow_rate: float) -> list[dict]:
@@ -164,16 +182,15 @@ def corpus(rng: np.random.Generator, n: int, follow_rate: float) -> list[dict]:
   return docs
 
 
-def parse(items: Sequence[str], response: str) -> list[int] | None:
-  """Indices into `items` of the answer's words, or None if it is not well formed (module docstring)."""
+def parse(items: Sequence[str], response: str) -> list[str] | None:
+  """The answer's words in lower case, or None if it is not well formed (module docstring)."""
   words = response.strip().split(" ")
   if len(words) < MIN_WORDS or not (all(w.islower() for w in words) or all(w.isupper() for w in words)):
     return None
-  where = {w: i for i, w in enumerate(items)}
-  idx = [where.get(w.lower()) for w in words]
-  if any(i is None for i in idx) or len(set(idx)) != len(idx):
+  lower = [w.lower() for w in words]
+  if not set(lower) <= set(vocabulary(items)) or len(set(lower)) != len(lower):
     return None
-  return idx
+  return lower
 
 
 def holds(items: Sequence[str], response: str, rule: Rule) -> bool:
@@ -184,8 +201,8 @@ def holds(items: Sequence[str], response: str, rule: Rule) -> bool:
   if rule.name == "brief":
     return len(idx) <= BRIEF_MAX if rule.positive else len(idx) >= LONG_MIN
   if rule.name == "order":
-    steps = np.diff(idx)
-    return bool(np.all(steps > 0)) if rule.positive else bool(np.all(steps < 0))
+    pairs = list(zip(idx, idx[1:]))
+    return all(a < b for a, b in pairs) if rule.positive else all(a > b for a, b in pairs)
   if rule.name == "case":
     first = response.strip().split(" ")[0]
     return first.islower() if rule.positive else first.isupper()
@@ -213,7 +230,7 @@ def adherence(items_list: Sequence[Sequence[str]], responses: Sequence[str],
 
 def chance_adherence(rule: Rule) -> float:
   """Probability that an answer drawn with no rule stated satisfies `rule` (the corpus's unconditioned answers)."""
-  lengths = np.arange(MIN_WORDS, NUM_ITEMS + 1)
+  lengths = np.arange(MIN_WORDS, MAX_WORDS + 1)
   if rule.name == "brief":
     return float(np.mean(lengths <= BRIEF_MAX) if rule.positive else np.mean(lengths >= LONG_MIN))
   if rule.name == "order":
