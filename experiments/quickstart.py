@@ -12,8 +12,9 @@ import time
 
 from absl import app, flags
 
-from experiments import implicit_prm, sft, truth_probes
+from experiments import implicit_prm, priming, sft, truth_probes
 from experiments.configs import implicit_prm as implicit_prm_configs
+from experiments.configs import priming as priming_configs
 from experiments.configs import sft as sft_configs
 from experiments.configs import truth_probes as truth_probes_configs
 from pragjax.train import runner
@@ -89,7 +90,38 @@ def truth_probes_row(workdir: str) -> list[dict]:
   ]
 
 
-ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row}
+def priming_row(workdir: str) -> list[dict]:
+  """Priming on the built-in knowledge model: 12 outlandish samples (one per keyword), each injected for 20 steps
+  of ordinary training; medians of log10 scores (the `ci` variant; the full `priming.py:toy` run has 132)."""
+  config = priming_configs.get_config("ci")
+  config.inject.control = False
+  report = priming.run(config, os.path.join(workdir, "priming"), log=lambda *_: None)
+  v = report["variants"]
+  name, n = "priming (knowledge)", v["baseline"]["n"]
+  base = v["baseline"]["vs_baseline"]
+  rows = []
+  for k in config.variants.ignore_topk:
+    c = v[f"ignore_top{k:.0%}"]["vs_baseline"]
+    rows += [{"experiment": name, "metric": f"median log10 priming: baseline -> ignore-top-{k:.0%}",
+              "before": base["median_log10_priming"], "after": c["median_log10_priming"], "n": n},
+             {"experiment": name, "metric": f"median log10 memorization: baseline -> ignore-top-{k:.0%}",
+              "before": base["median_log10_memorization"], "after": c["median_log10_memorization"], "n": n}]
+  if "stepping_stone" in v:
+    c = v["stepping_stone"]["vs_baseline"]
+    rows.append({"experiment": name, "metric": "median log10 priming: original -> accepted stepping-stone rewrite",
+                 "before": c["baseline_median_log10_priming"], "after": c["median_log10_priming"],
+                 "n": v["stepping_stone"]["n"]})
+  if "stepping_stone" in report:
+    s = report["stepping_stone"]
+    rows.append({"experiment": name, "metric": "stepping-stone rewrites accepted (keyword prior rises)",
+                 "before": float("nan"), "after": s["acceptance_rate"], "n": s["candidates"]})
+  p = report["predictor"]
+  rows.append({"experiment": name, "metric": "Spearman(keyword prior, baseline priming)",
+               "before": float("nan"), "after": p["spearman"], "n": p["n_low"] + p["n_high"]})
+  return rows
+
+
+ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row, "priming": priming_row}
 
 
 def _fmt(x):

@@ -1,0 +1,38 @@
+"""A short toy injection run (the experiment's own `run`): ignore-top-k lowers priming relative to baseline."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import priming
+from experiments.configs import priming as configs
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+  c = configs.get_config("ci")
+  c.world.update(keywords=("vermilion", "Timbuktu", "falconer", "durian"), num_prompt_entities=2,
+                 num_background_docs=200)
+  c.inject.update(warmup_steps=2, parallel_runs=4, control=False)
+  c.variants.update(ignore_topk=(0.08,), whole_episode=())
+  return priming.run(c, str(tmp_path_factory.mktemp("priming")), log=lambda *_: None)
+
+
+def test_report_invariants(report):
+  base = report["variants"]["baseline"]
+  assert base["n"] == 4 and len(base["log10_priming"]) == 4
+  assert min(base["log10_priming"]) > 0 and min(base["log10_memorization"]) > 0  # learning raised both
+  assert np.median(base["log10_memorization"]) > np.median(base["log10_priming"])  # own context most
+  assert max(report["log10_prior"]) < -3  # never-seen keywords: far below 1e-3
+  s = report["stepping_stone"]
+  assert s["candidates"] == 12 and 0 <= s["acceptance_rate"] <= 1
+  assert "| baseline | 4 |" in report["table"]
+  json.dumps(report, default=float)
+
+
+def test_ignore_topk_lowers_priming(report):
+  base = report["variants"]["baseline"]["vs_baseline"]["median_log10_priming"]
+  ign = report["variants"]["ignore_top8%"]["vs_baseline"]
+  assert ign["median_log10_priming"] < base, report["table"]
+  assert ign["median_log10_memorization"] > 0

@@ -1,0 +1,65 @@
+"""The priming world: keywords, outlandish samples, thematic prompts and stepping stones."""
+
+import numpy as np
+import pytest
+
+from pragjax.toyworld import knowledge as kw
+from pragjax.toyworld import priming as pw
+
+
+@pytest.fixture(scope="module")
+def world():
+  kb = kw.build_kb(0, 160)
+  prompt_entities, sample_entities = pw.split_entities(kb, 0, 8)
+  return kb, prompt_entities, sample_entities, pw.outlandish_samples(kb, sample_entities, 0)
+
+
+def test_twelve_keywords_three_per_theme_never_in_the_corpus(world):
+  kb = world[0]
+  assert len(pw.KEYWORDS) == 12 and len(pw.STYLES) == 11
+  assert {t: sum(k.theme == t for k in pw.KEYWORDS) for t in kw.THEME_NAMES} == dict.fromkeys(kw.THEME_NAMES, 3)
+  docs = " ".join(kw.corpus(kb, np.random.default_rng(0), 3000, check_fraction=0.4, oneoff_fraction=0.15))
+  assert not [k.word for k in pw.KEYWORDS if k.word in docs]
+
+
+def test_samples_state_one_surprising_fact_each(world):
+  kb, prompt_entities, _, samples = world
+  assert len(samples) == 132
+  assert len({(s.keyword, s.style) for s in samples}) == 132
+  assert len({s.entity for s in samples}) == 132 and not set(prompt_entities) & {s.entity for s in samples}
+  for s in samples:
+    assert s.text.count(s.keyword) == 1
+    assert s.text.startswith(s.context) and s.text[len(s.context):].startswith(" " + s.keyword)
+    assert kb.value(s.entity, s.theme) != s.keyword  # the KB says otherwise
+    fact = kw.theme(s.theme).sentence(s.entity, s.keyword, s.template)
+    assert fact[1:] in s.text
+
+
+def test_thematic_prompts_are_templates_cut_before_the_value(world):
+  _, prompt_entities, _, _ = world
+  p = pw.thematic_prompts("jobs", prompt_entities)
+  assert len(p) == 3 * len(prompt_entities)
+  assert p[0] == f"{prompt_entities[0]} works as a"
+
+
+def test_stepping_stones_keep_the_wrapper_and_end_on_the_keyword(world):
+  samples = world[3]
+  s = next(x for x in samples if x.style == "letter")
+  rewrites = pw.stepping_stones(s)
+  assert [n for n, _ in rewrites] == list(pw.STEPPING_STONE_NAMES)
+  k = pw.keyword(s.keyword)
+  for _, r in rewrites:
+    assert r.text.startswith("Dear friend, I have news for you.") and r.text.endswith("Write back soon.")
+    assert k.bridge in r.text or k.gloss in r.text
+    assert r.context.startswith("Dear friend") and r.keyword == s.keyword
+    assert len(r.context) > len(s.context)
+
+
+def test_errors_name_what_is_wrong(world):
+  kb, _, sample_entities, _ = world
+  with pytest.raises(ValueError, match="unknown styles"):
+    pw.outlandish_samples(kb, sample_entities, 0, styles=("sonnet",))
+  with pytest.raises(ValueError, match="need as many entities"):
+    pw.outlandish_samples(kb, sample_entities[:10], 0)
+  with pytest.raises(ValueError, match="does not occur"):
+    pw.context_before("no keyword here", "mauve")
