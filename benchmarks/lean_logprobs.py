@@ -55,6 +55,11 @@ def parse_args(argv=None):
   p.add_argument("--layers", type=int, default=2)
   p.add_argument("--intermediate", type=int, default=688)
   p.add_argument("--chunk-size", type=int, default=128, help="lean chunk (positions)")
+  p.add_argument("--attention", default="chunked",
+                 choices=["default", "xla", "explicit", "chunked", "causal_blocks"],
+                 help="model attention_impl ('default': the CPU default, causal_blocks without remat)")
+  p.add_argument("--attention-chunk", type=int, default=256, help="query block of chunked attention")
+  p.add_argument("--time-vocabs", type=int, nargs="+", default=None, help="vocabs timed (default: --vocabs)")
   p.add_argument("--mem-shapes", nargs="+", default=["1x4096", "8x512"],
                  help="B x T layouts of the memory analysis (same token count: 8x512 shrinks attention)")
   p.add_argument("--time-batch", type=int, default=1)
@@ -86,6 +91,7 @@ def model_config(vocab: int, args):
   return bench_config(
       vocab_size=vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
       intermediate=args.intermediate, max_position_embeddings=max([t for _, t in args.mem_shapes] + [args.time_seq]),
+      attention_impl=None if args.attention == "default" else args.attention, attention_chunk=args.attention_chunk,
   )
 
 
@@ -267,11 +273,12 @@ def main(argv=None):
   print(f"# lean_logprobs  ({info['date']}, {info['processor']}, {info['cpu_count']} cores, {len(cores)} used,"
         f" jax {info['jax']} {info['jax_backend']})")
   print(f"config: llama D={args.hidden} L={args.layers} I={args.intermediate} float32,"
-        f" lean chunk {args.chunk_size} positions\n")
+        f" lean chunk {args.chunk_size} positions, attention {args.attention}"
+        f" (query block {args.attention_chunk})\n")
   before = load_snapshot()
   memory = [r for shape in args.mem_shapes for v in args.vocabs for r in bench_memory(v, shape, args)]
   print_memory(memory, args)
-  timing = [] if args.no_time else [r for v in args.vocabs for r in bench_time(v, args)]
+  timing = [] if args.no_time else [r for v in (args.time_vocabs or args.vocabs) for r in bench_time(v, args)]
   if timing:
     print_time(timing, args)
   after = load_snapshot()
