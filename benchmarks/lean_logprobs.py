@@ -14,10 +14,14 @@ Memory comes from XLA's buffer assignment, with no execution:
 `jax.jit(f).lower(...).compile().memory_analysis()`; peak = temp + argument
 + output bytes (temp is reported separately too), at 4096 tokens laid out as
 1 x 4096 and 8 x 512, vocab 32000 / 128256, on a small llama (D=256, 2
-layers, so that the vocab projection dominates the parameters). At 1 x 4096
-the attention's `[B, N, T, T]` float32 scores (materialised on CPU) are as
-large as the logits, which is why 8 x 512 (the same logits, 1/8 of the
-attention) is shown too. Target: full / lean peak >= 4x. Step time (median,
+layers, so that the vocab projection dominates the parameters). The model's
+attention is `--attention chunked` by default (query blocks of 256,
+rematerialised: O(256 x T) scores, as a fused GPU kernel would hold): with
+dense attention (`--attention xla`, or the CPU default `causal_blocks`,
+which keeps every block's scores for the backward pass) the `[B, N, T, T]`
+float32 scores at 1 x 4096 are as large as the logits and hide them
+(whole-model ratio 1.0-2.4x, `results/run3`); 8 x 512 has the same logits
+and 1/8 of the attention. Target: full / lean peak >= 4x. Step time (median,
 lean and full alternating in one loop) is measured at a size the CPU runs
 quickly (1 x 1024), with max |lean - full| of the values (score) and of the
 loss and gradients (train).
