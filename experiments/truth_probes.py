@@ -122,7 +122,8 @@ def collect(loaded, config, name, records, layers, workdir, log) -> activations.
 
 def _split(store, records, idx, layer) -> report.Split:
   bags, mask = store.bags(layer, idx)
-  return report.Split(bags, mask, np.asarray([records[i]["label"] for i in idx]))
+  return report.Split(bags, mask, np.asarray([records[i]["label"] for i in idx]),
+                      np.asarray([records[i]["group"] for i in idx]))
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -145,10 +146,19 @@ def run(config, workdir: str, log=print) -> dict:
                                                  seed=config.split.seed)
       counts = {s: np.bincount([records[i]["label"] for i in idx], minlength=3).tolist() for s, idx in splits.items()}
       classes = [k for k in range(3) if counts["train"][k] >= config.probe.min_positives and counts["test"][k] > 0]
-      missing = [LABELS[k] for k in range(3) if k not in classes]
+      absent = [LABELS[k] for k in range(3) if not any(counts[s][k] for s in counts)]
+      few = [LABELS[k] for k in range(3) if k not in classes and LABELS[k] not in absent]
       log(f"  {name}: statements per split (true, false, neither) {counts}; probed: "
-          f"{', '.join(LABELS[k] for k in classes)}" + (f"; not probed (too few): {', '.join(missing)}" if missing
-                                                       else ""))
+          f"{', '.join(LABELS[k] for k in classes)}" +
+          (f"; absent from the data: {', '.join(absent)}" if absent else "") +
+          (f"; too few to probe (< {config.probe.min_positives} train or none in test): {', '.join(few)}"
+           if few else ""))
+      if len(classes) < 2:
+        raise ValueError(f"{name}: only {[LABELS[k] for k in classes]} can be probed (statements per split "
+                         f"{counts}); one-vs-all probes need at least two classes")
+      if len(classes) == 2:
+        log(f"  {name}: two classes only: the two one-vs-all probes are one binary problem seen from both sides; "
+            f"the three-way and multiclass sets are over {', '.join(LABELS[k] for k in classes)}")
       data[name] = (records, store, splits, classes)
       out["datasets"][name] = {"counts": counts, "classes": [LABELS[k] for k in classes], "layers": {},
                                "transfer": {}}

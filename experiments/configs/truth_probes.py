@@ -5,11 +5,20 @@ Variants:
             neither statements (no files needed; minutes on 2 CPU cores)
   trilemma  ../shared/data/trilemma (city_locations, med_indications) with
             any loadable checkpoint: --config.model.path=/ckpt/...
-  ci        `trilemma` on a few statements per dataset (tests: a tiny random HF model)
+  ci        `trilemma` on 150 statements per dataset at a fixed C = 1 (tests: a
+            tiny random HF model; cross-validation has its own unit tests)
   llama8b   7-9B checkpoints (Llama-3-8B, Mistral-7B, Gemma-2-9B, Qwen2.5-7B) on
             the trilemma data, every layer from 10% depth, bfloat16 on one GPU:
             launch/gpu_node.sh truth_probes --config=experiments/configs/truth_probes.py:llama8b \
                 --config.model.path=/ckpt/Meta-Llama-3-8B --workdir=/runs/truth_llama8b
+  mistral7b, gemma2_9b, qwen2_5_7b   the same settings as llama8b under the
+            family's name (the family comes from the checkpoint's config.json;
+            Gemma-2 takes the soft-capped attention path by itself). Depth
+            sweep: blocks int(0.1 L)..L-1, i.e. 3..31 for Llama-3-8B and
+            Mistral-7B (L = 32), 4..41 for Gemma-2-9B (42), 2..27 for
+            Qwen2.5-7B (28). Disk: tokens x probed layers x hidden x 2 bytes
+            (trilemma, about 1.7e5 tokens: ~40 GB for an 8B model); the probes
+            read one layer at a time.
 
 Fields (beyond seed, model.*, mesh.*, runtime.* of common.py):
   data.datasets          comma-separated: knowledge | city_locations | med_indications
@@ -47,6 +56,8 @@ from ml_collections import ConfigDict
 
 from experiments.configs import common
 
+REAL_SCALE = ("llama8b", "mistral7b", "gemma2_9b", "qwen2_5_7b")
+
 
 def get_config(arg: str = "toy") -> ConfigDict:
   base = common.base_config()
@@ -63,16 +74,16 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.report = ConfigDict(dict(plot=True))
   if arg == "toy":
     pass
-  elif arg in ("trilemma", "ci", "llama8b"):
+  elif arg in ("trilemma", "ci") + REAL_SCALE:
     c.model = common.model_config(path="", builtin="")
     c.data.datasets = "city_locations,med_indications"
     if arg == "ci":
       c.data.update(max_statements=150, batch_size=32)
-      c.probe.update(layers="", n_folds=3, cv_max_bags=90)
+      c.probe.update(layers="", C=1.0, n_folds=3, cv_max_bags=90)  # fixed C: CV has its own unit tests
       c.report.plot = False
-    if arg == "llama8b":
+    if arg in REAL_SCALE:
       c.model.update(dtype="bfloat16")
       c.data.batch_size = 32
   else:
-    raise ValueError(f"unknown truth_probes variant {arg!r}; expected toy, trilemma, ci or llama8b")
+    raise ValueError(f"unknown truth_probes variant {arg!r}; expected toy, trilemma, ci or one of {REAL_SCALE}")
   return c

@@ -54,7 +54,11 @@ def test_trilemma_ci_runs_on_a_tiny_random_model(shared_data, tmp_path):
   config.model.path = path
   config.data.trilemma_dir = str(shared_data / "trilemma")
   config.probe.layers = "1"
-  out = truth_probes.run(config, str(tmp_path / "work"), log=lambda *_: None)
+  first_logs = []
+  out = truth_probes.run(config, str(tmp_path / "work"), log=first_logs.append)
+  # Said plainly in the log: the shared copy has no "neither" rows, so true / false probes only.
+  assert sum("absent from the data: neither" in line for line in first_logs) == 2, first_logs
+  assert sum("two classes only" in line for line in first_logs) == 2
   for name in truth_probes.TRILEMMA:
     d = out["datasets"][name]
     # The shared CSVs hold only real entities: no "neither" statement, so no neither probe.
@@ -76,3 +80,45 @@ def test_trilemma_ci_runs_on_a_tiny_random_model(shared_data, tmp_path):
   truth_probes.run(config, str(tmp_path / "work"), log=logs.append)
   assert any("reusing" in line for line in logs)
   assert os.path.isfile(tmp_path / "work" / "bags" / "med_indications" / "meta.json")
+
+
+def test_every_config_field_is_documented():
+  doc = configs.__doc__
+  common_sections = ("model", "mesh", "runtime")
+  for variant in ("toy", "trilemma", "ci") + configs.REAL_SCALE:
+    flat = configs.get_config(variant).to_dict()
+    for section, fields in flat.items():
+      if section in common_sections or not isinstance(fields, dict):
+        assert section in doc or section in common_sections
+        continue
+      for field in fields:
+        assert f"{section}.{field}" in doc or f"probe.{field}" in doc, f"{section}.{field} undocumented"
+
+
+@pytest.mark.parametrize("family", ["llama3_rope", "mistral", "gemma2", "qwen2"])
+def test_real_scale_config_loads_and_collects_each_family(family, tmp_path):
+  """The 7-9B variants' code path (bfloat16 load, depth sweep, bag collection) on a tiny random model per family."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from pragjax.probes import activations
+  from pragjax.train import runner
+
+  variant = {"llama3_rope": "llama8b", "mistral": "mistral7b", "gemma2": "gemma2_9b", "qwen2": "qwen2_5_7b"}[family]
+  config = configs.get_config(variant)
+  assert config.model.dtype == "bfloat16" and config.probe.min_depth == 0.1 and config.probe.layer_stride == 1
+  # Every block from 10% depth to the last, at the real depths.
+  assert truth_probes.select_layers(config, 32) == list(range(3, 32))
+  assert truth_probes.select_layers(config, 42) == list(range(4, 42))
+  assert truth_probes.select_layers(config, 28) == list(range(2, 28))
+  path = hf_models.make_hf_checkpoint(family, str(tmp_path / "hf"))
+  texts = ["The city of Lima is located in Peru.", "Aspirin is indicated for the treatment of pain.", "Oslo."]
+  train_bpe_tokenizer(texts * 4, 300).save(path)
+  config.model.path = path
+  loaded = runner.load_model(dict(config.model))
+  layers = truth_probes.select_layers(config, loaded.config.num_hidden_layers)
+  assert layers == [0, 1, 2]
+  store = activations.collect_bags(loaded.model, loaded.tokenizer, texts, layers, str(tmp_path / "bags"), batch_size=4)
+  assert store.layers == (0, 1, 2)
+  for layer in layers:
+    bags, mask = store.bags(layer)
+    assert np.isfinite(bags[mask]).all() and np.abs(bags[mask]).max() > 0
