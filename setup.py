@@ -24,7 +24,9 @@ CORE = [
 HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
 TFDS = ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "importlib-resources==7.1.0"]
 MATH = ["math-verify==0.9.0", "latex2sympy2_extended==1.11.0", "antlr4-python3-runtime==4.13.2"]  # answer equivalence
-TEST = ["pytest==9.0.3", "hypothesis==6.155.2", "scipy==1.17.1"] + HF + TFDS + MATH
+PROBES_REF = ["cvxopt==1.3.3"]  # reference QP solver for the probes' SVM tests
+BENCH = ["sawmil==0.2.1", "osqp==1.1.3", "scikit-learn==1.9.1"]  # the sAwMIL authors' package (benchmarks/sawmil_fit.py)
+TEST = ["pytest==9.0.3", "hypothesis==6.155.2", "scipy==1.17.1"] + HF + TFDS + MATH + PROBES_REF
 
 setup(
     name="pragjax",
@@ -40,6 +42,7 @@ setup(
         "hf": HF,  # transformers parity (torch CPU)
         "tfds": TFDS,  # TFDS builders for ../shared/data, no TensorFlow
         "math": MATH,  # best-of-N on math answers (pragjax.eval.math_answers)
+        "bench": BENCH + PROBES_REF,  # benchmarks against reference implementations
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
     },
