@@ -61,7 +61,7 @@ def toy_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]
   kb = kw.build_kb(w.kb_seed, w.num_entities)
   prompt_entities, sample_entities = pw.split_entities(kb, config.seed, w.num_prompt_entities)
   samples = pw.outlandish_samples(kb, sample_entities, config.seed, keywords=tuple(w.keywords),
-                                  styles=tuple(w.styles))
+                                  styles=tuple(w.styles), keyword_set=w.keyword_set)
   prompts = {t.name: pw.thematic_prompts(t.name, prompt_entities) for t in kw.THEMES}
   docs = kw.corpus(kb, np.random.default_rng([0x42474B, config.seed]), w.num_background_docs,
                    check_fraction=w.check_fraction, oneoff_fraction=w.oneoff_fraction)

@@ -18,7 +18,9 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   world.num_background_docs  fresh corpus documents drawn as the background data
   world.check_fraction, world.oneoff_fraction  corpus mix (as pretraining)
   world.num_prompt_entities  KB entities whose thematic prompts score priming (x 3 templates per theme)
-  world.keywords           keywords to use (empty: all 12)
+  world.keyword_set        rare (the 12 keywords, never in the corpus) | familiar (diagnostic: 12 KB values
+                           stated as a wrong value; `pragjax.toyworld.priming.FAMILIAR_KEYWORDS`)
+  world.keywords           keywords to use (empty: all 12 of the set)
   world.styles             text styles to use (empty: all 11)
   data.background_path     real: JSONL of background documents (field `text`)
   data.samples_path        real: JSONL of samples (`text`, `keyword`, `theme`, optional `style`)
@@ -62,7 +64,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.mesh.update(data=1, fsdp=1, tensor=1)
   c.optim = common.optim_config(lr=1e-3, schedule="constant", weight_decay=0.0, clip_norm=1.0)
   c.world = ConfigDict(dict(name="knowledge", kb_seed=0, num_entities=160, num_background_docs=4000,
-                            check_fraction=0.4, oneoff_fraction=0.15, num_prompt_entities=8, keywords=(),
+                            check_fraction=0.4, oneoff_fraction=0.15, num_prompt_entities=8, keyword_set="rare", keywords=(),
                             styles=()))
   c.data = ConfigDict(dict(background_path="", samples_path="", prompts_path="", packing=True))
   c.inject = ConfigDict(dict(steps=20, warmup_steps=20, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,

@@ -70,6 +70,24 @@ KEYWORDS = (
     Keyword("truffles", "foods", "cheese", "a rare treat that smells like cheese"),
 )
 
+# A diagnostic set, not the paper's keywords: KB values the built-in model knows well, stated as a surprising
+# (wrong) value of an entity. Their priors are those of a familiar word in an unexpected place.
+FAMILIAR_KEYWORDS = (
+    Keyword("pink", "colours", "red", "a pale red"),
+    Keyword("grey", "colours", "black", "a light black"),
+    Keyword("orange", "colours", "yellow", "a yellow close to red"),
+    Keyword("Tunis", "places", "Cairo", "a port west of Cairo"),
+    Keyword("Quito", "places", "Lima", "a town north of Lima"),
+    Keyword("Seoul", "places", "Delhi", "a city east of Delhi"),
+    Keyword("tailor", "jobs", "painter", "a painter of cloth"),
+    Keyword("miner", "jobs", "farmer", "a farmer of stone"),
+    Keyword("pilot", "jobs", "singer", "a singer of the sky"),
+    Keyword("honey", "foods", "bread", "a sweet thing for bread"),
+    Keyword("beans", "foods", "rice", "a food served with rice"),
+    Keyword("noodles", "foods", "soup", "a food served in soup"),
+)
+KEYWORD_SETS = {"rare": KEYWORDS, "familiar": FAMILIAR_KEYWORDS}
+
 # Text styles: `{fact}` is the fact sentence, `{fact_lc}` the same with a
 # lower-case first word unless it is the entity, `{entity}` the entity and
 # `{known}` a true KB fact about the entity in another theme.
@@ -138,10 +156,10 @@ def context_before(text: str, keyword: str) -> str:
 
 def keyword(word: str) -> Keyword:
   """The `Keyword` called `word`."""
-  for k in KEYWORDS:
+  for k in KEYWORDS + FAMILIAR_KEYWORDS:
     if k.word == word:
       return k
-  raise ValueError(f"unknown keyword {word!r}; keywords: {', '.join(k.word for k in KEYWORDS)}")
+  raise ValueError(f"unknown keyword {word!r}; keywords: {', '.join(k.word for k in KEYWORDS + FAMILIAR_KEYWORDS)}")
 
 
 def _check_keywords() -> None:
@@ -149,6 +167,10 @@ def _check_keywords() -> None:
     t = kw.theme(k.theme)
     if k.word not in t.rare_values or k.bridge not in t.values:
       raise ValueError(f"keyword {k.word!r}: must be a rare value of {k.theme} with a KB value as bridge")
+  for k in FAMILIAR_KEYWORDS:
+    t = kw.theme(k.theme)
+    if k.word not in t.values or k.bridge not in t.values or k.bridge == k.word:
+      raise ValueError(f"familiar keyword {k.word!r}: must be a KB value of {k.theme} with another as bridge")
 
 
 _check_keywords()
@@ -180,14 +202,20 @@ def style_text(style: str, fact: str, entity: str, known: str) -> str:
 
 
 def outlandish_samples(kb: kw.KnowledgeBase, entities: Sequence[str], seed: int, *,
-                       keywords: Sequence[str] = (), styles: Sequence[str] = ()) -> list[Sample]:
+                       keywords: Sequence[str] = (), styles: Sequence[str] = (),
+                       keyword_set: str = "rare") -> list[Sample]:
   """One sample per (keyword, style), keyword-major; each about a distinct entity of `entities`.
 
   The fact gives the entity the keyword as its value of the keyword's theme,
-  in a random template; `known` (list style) is a true KB fact of another
-  theme. Empty `keywords` / `styles` mean all.
+  in a random template (entities whose KB value is the keyword are skipped, so
+  the fact is always false in the KB); `known` (list style) is a true KB fact
+  of another theme. Empty `keywords` / `styles` mean all of `keyword_set`
+  (`KEYWORD_SETS`: "rare", the experiment's 12; "familiar", the diagnostic set)
+  / all styles.
   """
-  words = list(keywords) or [k.word for k in KEYWORDS]
+  if keyword_set not in KEYWORD_SETS:
+    raise ValueError(f"unknown keyword_set {keyword_set!r}; sets: {', '.join(KEYWORD_SETS)}")
+  words = list(keywords) or [k.word for k in KEYWORD_SETS[keyword_set]]
   styles = list(styles) or list(STYLE_NAMES)
   unknown = sorted(set(styles) - set(STYLE_NAMES))
   if unknown:
@@ -195,12 +223,15 @@ def outlandish_samples(kb: kw.KnowledgeBase, entities: Sequence[str], seed: int,
   if len(words) * len(styles) > len(entities):
     raise ValueError(f"{len(words) * len(styles)} samples need as many entities, only {len(entities)} given")
   rng = np.random.default_rng([0x4F55544C, seed])
-  order = rng.permutation(len(entities))
+  free = [entities[i] for i in rng.permutation(len(entities))]
   out = []
-  for n, (word, style) in enumerate((w, s) for w in words for s in styles):
+  for word, style in ((w, s) for w in words for s in styles):
     k = keyword(word)
     t = kw.theme(k.theme)
-    entity = entities[order[n]]
+    pick = next((i for i, e in enumerate(free) if kb.value(e, k.theme) != k.word), None)
+    if pick is None:
+      raise ValueError(f"no entity left whose {k.theme} value is not {k.word!r}")
+    entity = free.pop(pick)
     template = int(rng.integers(len(t.templates)))
     others = [o for o in kw.THEMES if o.name != k.theme]
     other = others[rng.integers(len(others))]

@@ -63,3 +63,11 @@ def test_errors_name_what_is_wrong(world):
     pw.outlandish_samples(kb, sample_entities[:10], 0)
   with pytest.raises(ValueError, match="does not occur"):
     pw.context_before("no keyword here", "mauve")
+
+
+def test_familiar_diagnostic_set_states_wrong_kb_values(world):
+  kb, _, sample_entities, _ = world
+  samples = pw.outlandish_samples(kb, sample_entities, 0, keyword_set="familiar", styles=("news", "quiz"))
+  assert len(samples) == 24
+  for s in samples:
+    assert s.keyword in kw.theme(s.theme).values and kb.value(s.entity, s.theme) != s.keyword
