@@ -55,14 +55,14 @@ def get_config(arg: str = "arithmetic") -> ConfigDict:
       c.train.update(steps=30, log_every=10, checkpoint_every=30)
       c.optim.update(total_steps=30, warmup_steps=5)
   elif arg in ("sami", "sami_smoke"):
-    # Principles world (pragjax/toyworld/sami.py): documents of about 110 characters, packed into 256-token rows.
+    # Principles world (pragjax/toyworld/sami.py): documents of about 20 word tokens, packed into 128-token rows.
     c.world = ConfigDict(dict(name="sami", num_docs=40_000, follow_rate=0.5, eval_queries=400,
-                              eval_temperature=1.0, max_new_tokens=48))
+                              eval_temperature=1.0, max_new_tokens=12))
     # A smaller decoder than the other worlds' (d=64, 3 layers, ~0.16M parameters): minutes on 2 CPU cores.
     c.model_arch.update(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                         head_dim=16, intermediate_size=192)
-    c.train.update(steps=400, batch_size=16, seq_len=256, log_every=25, checkpoint_every=100)
-    c.optim.update(total_steps=400, warmup_steps=30)
+    c.train.update(steps=1500, batch_size=16, seq_len=128, log_every=50, checkpoint_every=250)
+    c.optim.update(total_steps=1500, warmup_steps=50)
     if arg == "sami_smoke":
       c.model_arch.update(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
       c.world.update(num_docs=2000, eval_queries=32)

@@ -64,7 +64,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.sami = ConfigDict(dict(
       iterations=3, init_from="previous", num_principles=2, num_constitutions=2, include_positive=True,
       constitutions_dir="", prompt_template=TOY_TEMPLATE, line_format="{i}. {text}", reduction="mean",
-      temperature=1.0, top_p=0.0, max_new_tokens=44, sample_batch=256, score_batch=32, max_length=160,
+      temperature=1.0, top_p=0.0, max_new_tokens=12, sample_batch=256, score_batch=32, max_length=48,
       train_queries=512, heldout_queries=200))
   c.data.update(queries_path="", query_field="query", heldout_buckets=10)
   c.judge = ConfigDict(dict(kind="programmatic", model="", template=JUDGE_TEMPLATE, answers=(" A", " B"),
@@ -73,7 +73,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.train = common.train_config(steps=0, batch_size=16, seq_len=0, log_every=8, checkpoint_every=16,
                                 keep_checkpoints=1, progress=True, export_hf=True)
   c.train.epochs = 1
-  c.train.length_bucket = 16
+  c.train.length_bucket = 8
   c.optim = common.optim_config(name="rmsprop", lr=3e-4, decay=0.99, schedule="constant", clip_norm=1.0)
   if arg == "toy":
     pass

@@ -76,18 +76,19 @@ def score_groups(model, examples: Sequence[Mapping], *, pad_id: int, reduction: 
   return np.concatenate(out, axis=0)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "reduction"))
+def _one_sequence(graphdef, params, ids, mask, reduction):
+  logp = batch_token_logprobs(graphdef, params, {"input_ids": ids, "attention_mask": jnp.ones_like(ids)})
+  return reduce_tokens(logp, mask[:, 1:], reduction)[0]
+
+
 def score_pairs_one_by_one(model, examples: Sequence[Mapping], *, reduction: str = "mean") -> np.ndarray:
   """The reference: every (constitution, response) sequence in its own unpadded forward -> `[N, C, C]`."""
   graphdef, params = nnx.split(model)
-
-  @jax.jit
-  def one(params, ids, mask):
-    logp = batch_token_logprobs(graphdef, params, {"input_ids": ids, "attention_mask": jnp.ones_like(ids)})
-    return reduce_tokens(logp, mask[:, 1:], reduction)[0]
-
   out = []
   for e in examples:
     c = int(e["num_slots"])
-    vals = [float(one(params, jnp.asarray(ids)[None], jnp.asarray(m)[None])) for ids, m in e["sequences"]]
+    vals = [float(_one_sequence(graphdef, params, jnp.asarray(ids)[None], jnp.asarray(m)[None], reduction))
+            for ids, m in e["sequences"]]
     out.append(np.asarray(vals, np.float32).reshape(c, c))
   return np.stack(out)

@@ -1,6 +1,6 @@
 """The principles world (SAMI): list words on given topics, following written rules about the answer.
 
-A query names `TOPICS_PER_QUERY` topics ("topics: animals, music, food");
+A query names `TOPICS_PER_QUERY` topics ("topics: animals music food");
 an answer lists words of those topics (`TOPICS` holds 8 words per topic, no
 word in two topics). Three principles, each with an antithesis, are about
 attributes of the answer that a program checks exactly:
@@ -31,21 +31,23 @@ Held-out queries are a fixed part of query space (a stable hash bucket of the
 topic list, `HELDOUT_BUCKETS`): unseen combinations of seen topics, never in
 the corpus whatever the seed.
 
-Tokenizer: one token per character (`ALPHABET`).
+Tokenizer: one token per word (`VOCAB`: the prompt's words, the topic
+names, and every topic word in lower and in upper case), split on
+whitespace; decoding joins words with single spaces. (A character-level
+version of this world, with answers copied from a list in the query, was
+not learnt by a model small enough to pretrain in a few CPU minutes.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import string
 from typing import Sequence
 
 import numpy as np
 
-from pragjax.toyworld.tokenizer import char_tokenizer
+from pragjax.models.tokenizer import build_word_level_tokenizer
 
-ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n:.,-"
 TOPICS = {
     "animals": ("ant", "bee", "cat", "cow", "dog", "elk", "fox", "owl"),
     "food": ("bun", "egg", "fig", "jam", "nut", "pea", "rice", "tea"),
@@ -103,11 +105,11 @@ def format_constitution(rules: Sequence[Rule]) -> str:
 
 
 def format_query(topics: Sequence[str]) -> str:
-  return ", ".join(topics)
+  return " ".join(topics)
 
 
 def parse_query(text: str) -> tuple[str, ...]:
-  return tuple(text.split(", "))
+  return tuple(text.split(" "))
 
 
 def vocabulary(topics: Sequence[str]) -> tuple[str, ...]:
@@ -119,8 +121,21 @@ def prompt(rules: Sequence[Rule], items: Sequence[str], template: str = PROMPT_T
   return template.format(constitution=format_constitution(rules), query=format_query(items))
 
 
+def vocab() -> list[str]:
+  """Every word of the world (module docstring), in a fixed order."""
+  prompt_words = PROMPT_TEMPLATE.replace("{constitution}", "").replace("{query}", "").split()
+  rule_words = [w for p in PRINCIPLES for t in (p.positive, p.negative) for w in t.split()]
+  numbers = [f"{i}." for i in range(1, len(PRINCIPLES) + 1)]
+  words = [w for t in TOPICS.values() for w in t]
+  out = []
+  for w in [*prompt_words, *numbers, *rule_words, *TOPIC_NAMES, *words, *(w.upper() for w in words)]:
+    if w not in out:
+      out.append(w)
+  return out
+
+
 def tokenizer():
-  return char_tokenizer(ALPHABET)
+  return build_word_level_tokenizer(vocab())
 
 
 def is_heldout(items: Sequence[str]) -> bool:
