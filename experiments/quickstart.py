@@ -12,9 +12,10 @@ import time
 
 from absl import app, flags
 
-from experiments import implicit_prm, priming, sft, truth_probes
+from experiments import implicit_prm, priming, sami, sft, truth_probes
 from experiments.configs import implicit_prm as implicit_prm_configs
 from experiments.configs import priming as priming_configs
+from experiments.configs import sami as sami_configs
 from experiments.configs import sft as sft_configs
 from experiments.configs import truth_probes as truth_probes_configs
 from pragjax.train import runner
@@ -121,7 +122,25 @@ def priming_row(workdir: str) -> list[dict]:
   return rows
 
 
-ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row, "priming": priming_row}
+def sami_row(workdir: str) -> list[dict]:
+  """SAMI on the built-in principles model: the `ci` variant (2 iterations, 128 training queries x C = 2 each),
+  held-out MI bound, win rate over the base model (programmatic judge, ties 0.5) and adherence to the principles."""
+  config = sami_configs.get_config("ci")
+  rows = sami.run(config, os.path.join(workdir, "sami"), log=lambda *_: None)["rows"]
+  base, last = rows[0], rows[-1]
+  name, n = "SAMI (principles world)", config.sami.heldout_queries
+  return [
+      {"experiment": name, "metric": f"held-out MI lower bound (nats): base -> iteration {last['iteration']}",
+       "before": base["mi_bound"], "after": last["mi_bound"], "n": n},
+      {"experiment": name, "metric": "win rate over the base model, programmatic judge (ties 0.5)",
+       "before": 0.5, "after": last["win_rate"], "n": n},
+      {"experiment": name, "metric": "share of the all-positive constitution's rules followed",
+       "before": base["adherence_positive"], "after": last["adherence_positive"], "n": n},
+  ]
+
+
+ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row, "priming": priming_row,
+        "sami": sami_row}
 
 
 def _fmt(x):
