@@ -10,19 +10,20 @@ training token. Two ways, measured on the same data and model in one process:
          `ref_logp` rows from the memory-mapped shards (`store.attach` +
          `with_reference`), so the step runs no reference pass
 
-Reported (medians; the live and store variants alternate in one loop):
+Reported (medians; build, open, and the two epochs alternate in one loop):
   - build: fingerprints (SHA-256 of the reference weights, the data) and
-    scoring + writing the store (jitted lean forward over the dataset);
+    scoring + writing the store (jitted lean forward over the dataset),
+    into a fresh directory each time; the first build (compile) apart;
   - reuse: `open_or_build` of an existing store (manifest + fingerprint
-    comparison; the model fingerprint is computed once per run and timed
-    apart), and one epoch of reference log-probs read from the store vs one
-    epoch of live reference forwards over the same batches;
+    comparison, given the fingerprints), and one epoch of reference
+    log-probs read from the store vs one epoch of live reference forwards
+    over the same batches (data pipeline included in both);
   - train step: policy forward + backward with the live reference's forward
     in the step vs with stored log-probs in the batch (same loss, checked);
   - memory: bytes of reference parameters the live run holds on the device,
     and the store's bytes on disk.
 
-  python benchmarks/reference_store.py            # 256 records x 256 tokens, llama D=256 L=4 V=32000
+  python benchmarks/reference_store.py            # 96 records x 64-128 tokens, llama D=256 L=4 V=8192
   python benchmarks/reference_store.py --quick    # smoke test (< 1 min)
 """
 
@@ -48,14 +49,14 @@ MB = 2.0**20
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--records", type=int, default=256)
-  p.add_argument("--seq", type=int, default=256, help="tokens per record (and batch length)")
+  p.add_argument("--records", type=int, default=96)
+  p.add_argument("--seq", type=int, default=128, help="tokens per record (and batch length)")
   p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--vocab", type=int, default=32000)
+  p.add_argument("--vocab", type=int, default=8192)
   p.add_argument("--hidden", type=int, default=256)
   p.add_argument("--layers", type=int, default=4)
   p.add_argument("--repeats", type=int, default=3, help="repeats of build / open / epoch timings")
-  p.add_argument("--steps", type=int, default=8, help="timed train steps per variant")
+  p.add_argument("--steps", type=int, default=6, help="timed train steps per variant")
   p.add_argument("--shard-tokens", type=int, default=1 << 14)
   p.add_argument("--cpus", type=int, default=2, help="pin to this many cores before jax starts (0: no pinning)")
   p.add_argument("--workdir", default=None, help="where stores are written (default: a temp dir)")
@@ -132,37 +133,38 @@ def main(argv=None):
   workdir = args.workdir or tempfile.mkdtemp(prefix="refstore_bench_")
   os.makedirs(workdir, exist_ok=True)
 
-  # -- build (fingerprints, then scoring + writing), repeated into fresh directories ----------------
-  t_fp_model, t_fp_data, t_build, first_build = [], [], [], 0.0
-  for k in range(args.repeats + 1):  # the first build compiles the scoring pass: reported apart
+  # -- build (fingerprints, then scoring + writing into a fresh directory), and reuse: open an existing store,
+  # then one epoch of reference log-probs read from it vs one epoch of live reference forwards. The three
+  # alternate in one loop (`paired_timings`), so load changes hit them alike.
+  fp = {"model": rs.model_fingerprint(ref_params), "tokenizer": "none",
+        "data": rs.data_fingerprint(records, max_length=args.seq)}
+  store_dir = os.path.join(workdir, "store")
+  t_fp_model, t_fp_data, t_score_write, n_build = [], [], [], [0]
+
+  def build():
     t0 = time.perf_counter()
-    fp_model = rs.model_fingerprint(ref_params)
+    rs.model_fingerprint(ref_params)
     t1 = time.perf_counter()
-    fp = {"model": fp_model, "tokenizer": "none", "data": rs.data_fingerprint(records, max_length=args.seq)}
+    rs.data_fingerprint(records, max_length=args.seq)
     t2 = time.perf_counter()
-    directory = os.path.join(workdir, f"store{k}")
+    directory = os.path.join(workdir, f"build{n_build[0] % 2}")
+    n_build[0] += 1
     shutil.rmtree(directory, ignore_errors=True)
     rs.ReferenceStore.build(directory, ref_graphdef, ref_params, examples, fingerprint=fp, batch_size=args.batch,
                             shard_tokens=args.shard_tokens)
-    t3 = time.perf_counter()
-    if k == 0:
-      first_build = t3 - t2
-    else:
-      t_fp_model.append(t1 - t0)
-      t_fp_data.append(t2 - t1)
-      t_build.append(t3 - t2)
-  store_dir = os.path.join(workdir, "store0")
+    t_fp_model.append(t1 - t0)
+    t_fp_data.append(t2 - t1)
+    t_score_write.append(time.perf_counter() - t2)
 
-  # -- reuse: open (fingerprints given), then epochs of reference log-probs: store reads vs live forwards --
+  t0 = time.perf_counter()
+  rs.ReferenceStore.build(store_dir, ref_graphdef, ref_params, examples, fingerprint=fp, batch_size=args.batch,
+                          shard_tokens=args.shard_tokens)
+  first_build = time.perf_counter() - t0  # compiles the scoring pass: reported apart
+
   def open_store():
     return rs.ReferenceStore.open_or_build(store_dir, fp, lambda: (_ for _ in ()).throw(AssertionError("rebuilt")))[0]
 
   store = open_store()
-  t_open = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    open_store()
-    t_open.append(time.perf_counter() - t0)
 
   def iterator(with_store: bool):
     src = store.attach(records) if with_store else records
@@ -173,10 +175,7 @@ def main(argv=None):
   score = jax.jit(lambda p, b: batch_token_logprobs(ref_graphdef, p, b))
 
   def epoch_store():
-    n = 0
-    for b in iterator(True):
-      n += b["ref_logp"].size
-    return n
+    return sum(b["ref_logp"].size for b in iterator(True))
 
   def epoch_live():
     n = 0
@@ -184,7 +183,10 @@ def main(argv=None):
       n += jax.block_until_ready(score(ref_params, {k: b[k] for k in ("input_ids", "attention_mask")})).size
     return n
 
-  epochs = paired_timings({"store": epoch_store, "live": epoch_live}, warmup=1, repeats=args.repeats)
+  timed = paired_timings({"build": build, "open": open_store, "store": epoch_store, "live": epoch_live}, warmup=1,
+                         repeats=args.repeats)
+  t_fp_model, t_fp_data, t_score_write = t_fp_model[1:], t_fp_data[1:], t_score_write[1:]  # drop the warmup
+  t_build, t_open, epochs = timed["build"], timed["open"], {"store": timed["store"], "live": timed["live"]}
   # Same values: stored log-probs = a live forward (the store pads and aligns like input_ids).
   b_store, b_live = next(iter(iterator(True))), next(iter(iterator(False)))
   live_lp = np.asarray(score(ref_params, {k: b_live[k] for k in ("input_ids", "attention_mask")}))
@@ -218,19 +220,20 @@ def main(argv=None):
   # -- output -----------------------------------------------------------------------------------------
   med = lambda xs: statistics.median(xs)  # noqa: E731
   tokens = sum(len(r["input_ids"]) for r in records)
-  print("## one-time build (median of %d; first build incl. compile: %.2f s)\n" % (args.repeats, first_build))
-  print(markdown_table(["what", "median s", "tokens/s"], [
-      ["model fingerprint (SHA-256 of %.1f MiB of weights)" % (tree_bytes(ref_params) / MB), f"{med(t_fp_model):.3f}",
-       ""],
-      ["data fingerprint (%d records)" % len(records), f"{med(t_fp_data):.3f}", ""],
-      ["score + write the store", f"{med(t_build):.3f}", f"{tokens / med(t_build):,.0f}"],
-  ]))
   ep = {v: summary(t) for v, t in epochs.items()}
-  print(f"\n## reuse, per run and per epoch ({args.records} records, {tokens:,} tokens; median of {args.repeats})\n")
-  print(markdown_table(["what", "store s", "live reference s", "live/store"], [
-      ["open an existing store (manifest, fingerprint check)", f"{med(t_open):.4f}", "", ""],
-      ["reference log-probs for one epoch (data pipeline included)", f"{ep['store']['median_s']:.3f}",
-       f"{ep['live']['median_s']:.3f}", f"**{ep['live']['median_s'] / ep['store']['median_s']:.2f}x**"],
+  live = ep["live"]["median_s"]
+  print(f"## build once, reuse per run and per epoch ({args.records} records, {tokens:,} tokens; medians of"
+        f" {args.repeats}, the rows alternating in one loop; first build incl. compile: {first_build:.2f} s)\n")
+  print(markdown_table(["what", "median s", "/ live epoch"], [
+      ["build: model fingerprint (SHA-256 of %.1f MiB of weights)" % (tree_bytes(ref_params) / MB),
+       f"{med(t_fp_model):.3f}", ""],
+      ["build: data fingerprint (%d records)" % len(records), f"{med(t_fp_data):.3f}", ""],
+      ["build: score + write the store", f"{med(t_score_write):.3f}", f"{med(t_score_write) / live:.2f}"],
+      ["**build, total**", f"**{med(t_build):.3f}**", f"**{med(t_build) / live:.2f}**"],
+      ["reuse: open an existing store (manifest, fingerprint check)", f"{med(t_open):.4f}", f"{med(t_open) / live:.5f}"],
+      ["reuse: stored reference log-probs for one epoch (data pipeline included)", f"{ep['store']['median_s']:.3f}",
+       f"{ep['store']['median_s'] / live:.4f}"],
+      ["live: reference forwards for one epoch (data pipeline included)", f"{live:.3f}", "1"],
   ]))
   st = {v: summary(t) for v, t in t_steps.items()}
   print(f"\n## train step, batch {args.batch} x {args.seq} (median of {args.steps}, alternating)\n")
@@ -248,7 +251,7 @@ def main(argv=None):
   write_json(args.out, {
       "benchmark": "reference_store", "machine": info, "args": vars(args), "load": {"before": before, "after": after},
       "build": {"first_s": first_build, "fingerprint_model_s": t_fp_model, "fingerprint_data_s": t_fp_data,
-                "score_write_s": t_build},
+                "score_write_s": t_score_write, "total_s": t_build},
       "open_s": t_open, "epoch_s": epochs, "step_s": t_steps, "losses": losses, "max_logprob_diff": max_diff,
       "max_loss_diff": loss_diff, "ref_param_bytes": tree_bytes(ref_params), "store_bytes": dir_bytes(store_dir),
       "tokens": tokens})
