@@ -273,31 +273,38 @@ def _as_float(c: _Count) -> jax.Array:
   return c.hi.astype(jnp.float32) * float(1 << _LIMB) + c.lo.astype(jnp.float32)
 
 
-def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Count):
-  """The k-th largest key `t`, from a bracket `lo <= t < hi` where `lo` and
-  `hi - 1` are keys present in `keys`, c_lo = count(>= lo) >= k and
-  c_hi = count(>= hi) < k.
+def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Count, lo_is_key, hi_is_key):
+  """The k-th largest key `t`, from a bracket `lo <= t < hi` with
+  c_lo = count(>= lo) >= k and c_hi = count(>= hi) < k; `lo_is_key` /
+  `hi_is_key` say whether `lo` / `hi - 1` are keys present in `keys`.
 
   Each step counts at one candidate `mid` inside the bracket and, in the
-  same pass, finds the nearest keys on either side of it, so the bracket
-  always ends on real keys ("snapping"): every step removes at least one
+  same pass, finds the nearest keys on either side of it, so the end that
+  moves lands on a real key ("snapping"): every step removes at least one
   distinct magnitude, and gaps and heavy ties (e.g. many exact zeros) cost
   one step. The candidate interpolates the counts linearly in key space
   (~log-magnitude, where update distributions are smooth), aiming at rank
   k - 1/2; every third step bisects instead, bounding the worst case at
   about 3 x 31 steps. It stops when the bracket holds one value, or its
-  lower end has exactly k keys at or above it (t = lo), or its upper end
-  exactly k - 1 (t = hi - 1). Returns (t, steps).
+  lower end is a key with exactly k keys at or above it (t = lo), or its
+  upper end a key with exactly k - 1 above it (t = hi - 1).
+  Returns (t, steps).
   """
   kc, k1 = _Count.const(k), _Count.const(k - 1)
   kf = jnp.float32(k - 0.5)
 
+  def ends(lo, hi, c_lo, c_hi, lo_is_key, hi_is_key):
+    at_lo = lo_is_key & c_lo.ge(kc) & kc.ge(c_lo)
+    at_hi = hi_is_key & c_hi.ge(k1) & k1.ge(c_hi)
+    return at_lo, at_hi
+
   def cond(c):
-    lo, hi, c_lo, c_hi, _ = c
-    return ~((hi - lo <= 1) | (c_lo.ge(kc) & kc.ge(c_lo)) | (c_hi.ge(k1) & k1.ge(c_hi)))
+    lo, hi = c[0], c[1]
+    at_lo, at_hi = ends(*c[:6])
+    return ~((hi - lo <= 1) | at_lo | at_hi)
 
   def body(c):
-    lo, hi, c_lo, c_hi, it = c
+    lo, hi, c_lo, c_hi, lo_is_key, hi_is_key, it = c
     width = hi - lo
     fl, fh = _as_float(c_lo), _as_float(c_hi)
     frac = jnp.clip((fl - kf) / jnp.maximum(fl - fh, 1.0), 0.0, 1.0)
@@ -307,40 +314,50 @@ def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Coun
     cm, above, below = _stats(keys, mid)
     ok = cm.ge(kc)  # t >= mid: the new lower end is the smallest key >= mid
     pick = lambda x, y: jax.tree.map(lambda a, b: jnp.where(ok, a, b), x, y)
-    return (jnp.where(ok, above, lo), jnp.where(ok, hi, below + 1), pick(cm, c_lo), pick(c_hi, cm), it + 1)
+    return (jnp.where(ok, above, lo), jnp.where(ok, hi, below + 1), pick(cm, c_lo), pick(c_hi, cm),
+            lo_is_key | ok, hi_is_key | ~ok, it + 1)
 
-  init = (jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), c_lo, c_hi, jnp.int32(0))
-  lo, hi, c_lo, c_hi, steps = jax.lax.while_loop(cond, body, init)
-  t = jnp.where(c_hi.ge(k1) & k1.ge(c_hi) & ~(c_lo.ge(kc) & kc.ge(c_lo)), hi - 1, lo)
-  return t, steps
+  init = (jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), c_lo, c_hi, jnp.asarray(lo_is_key),
+          jnp.asarray(hi_is_key), jnp.int32(0))
+  out = jax.lax.while_loop(cond, body, init)
+  at_lo, at_hi = ends(*out[:6])
+  return jnp.where(at_hi & ~at_lo, out[1] - 1, out[0]), out[6]
 
 
 def kth_largest_key(keys: Sequence[jax.Array], k: int, *, bracket=None):
   """The k-th largest key over all `keys` (1 <= k <= total size), found by
   counting passes (sharded reductions; see `_search`). `bracket=(lo, hi)`
-  (uint32 scalars, lo <= hi) is checked with two counting passes and used if
-  it contains the answer; otherwise one pass finds the smallest and largest
-  keys. Returns (t, count(keys >= t), count(keys > t), search steps), counts
+  (uint32 scalars, lo <= hi) is checked with two counting passes, which also
+  give the side to search when it misses. No `lax.cond`, so that a `vmap`
+  over same-shaped tensors does not run untaken branches.
+  Returns (t, count(keys >= t), count(keys > t), search steps), the counts
   as `_Count`."""
-  n = sum(x.size for x in keys)
-
-  def full():
-    _, mn, _ = _stats(keys, jnp.uint32(0))
-    _, _, mx = _stats(keys, jnp.uint32(_KEY_MAX + 1))
-    return mn, mx + 1, _Count.const(n), _Count.const(0)
-
+  n, zero = _Count.const(sum(x.size for x in keys)), _Count.const(0)
+  top = jnp.uint32(_KEY_MAX + 1)
   if bracket is None:
-    start = full()
+    start = (jnp.uint32(0), top, n, zero, False, False)
   else:
-    c_lo, lo, _ = _stats(keys, bracket[0])
-    c_hi, _, below = _stats(keys, bracket[1] + 1)  # keys <= 0x7FFFFFFF, so bracket[1] + 1 <= 2**31
+    c_lo, lo, below_lo = _stats(keys, bracket[0])
+    c_hi, above_hi, below_hi = _stats(keys, bracket[1] + 1)  # keys <= 0x7FFFFFFF: bracket[1] + 1 <= 2**31
     kc = _Count.const(k)
-    good = c_lo.ge(kc) & ~c_hi.ge(kc)
-    start = jax.lax.cond(good, lambda: (lo, below + 1, c_lo, c_hi), full)
+    too_high, too_low = ~c_lo.ge(kc), c_hi.ge(kc)  # t < bracket[0]; t > bracket[1]
+    sel = lambda cond, a, b: jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+    start = (lo, below_hi + 1, c_lo, c_hi, True, True)
+    start = sel(too_high, (jnp.uint32(0), below_lo + 1, n, c_lo, False, True), start)
+    start = sel(too_low, (above_hi, top, c_hi, zero, True, False), start)
   t, steps = _search(keys, k, *start)
-  c_ge, _, _ = _stats(keys, t)
-  c_gt, _, _ = _stats(keys, t + 1)
+  c_ge, c_gt = _counts_ge_gt(keys, t)
   return t, c_ge, c_gt, steps
+
+
+def _counts_ge_gt(keys: Sequence[jax.Array], t) -> tuple[_Count, _Count]:
+  """(count(keys >= t), count(keys > t)), one fused pass per leaf."""
+  ge, gt = _Count.const(0), _Count.const(0)
+  for key in keys:
+    a, b = jax.lax.reduce(((key >= t).astype(jnp.int32), (key > t).astype(jnp.int32)), (jnp.int32(0), jnp.int32(0)),
+                          lambda x, y: (x[0] + y[0], x[1] + y[1]), tuple(range(key.ndim)))
+    ge, gt = ge + _Count.of(a), gt + _Count.of(b)
+  return ge, gt
 
 
 def _flat_index(shape) -> jax.Array:
@@ -352,55 +369,45 @@ def _flat_index(shape) -> jax.Array:
   return idx
 
 
-def _tie_cut(key: jax.Array, t, r) -> jax.Array:
+def _tie_cut(key: jax.Array, t, r, e) -> jax.Array:
   """Smallest flat index j with count(key == t and index < j) >= r, for
-  0 <= r <= count(key == t); the tied entries before j are the zeroed ones."""
+  0 <= r <= e = count(key == t); the tied entries before j are zeroed. The
+  bisection on j runs only when 0 < r < e (it starts closed otherwise)."""
   n = key.size
   idx = _flat_index(key.shape)
   tied = key == t
 
-  def count_below(j):
-    return _count(tied & (idx < j))
-
   def body(c):
-    lo, hi = c  # count_below(hi) >= r; answer in [lo, hi]
+    lo, hi = c  # count(tied below hi) >= r; answer in [lo, hi]
     mid = lo + (hi - lo) // 2
-    ok = count_below(mid) >= r
+    ok = _count(tied & (idx < mid)) >= r
     return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
 
-  lo, _ = jax.lax.while_loop(lambda c: c[0] < c[1], body, (jnp.int32(0), jnp.int32(n)))
+  split = (r > 0) & (r < e)
+  closed = jnp.where(r == 0, jnp.int32(0), jnp.int32(n))
+  init = (jnp.where(split, 0, closed), jnp.where(split, n, closed))
+  lo, _ = jax.lax.while_loop(lambda c: c[0] < c[1], body, init)
   return lo
-
-
-def _tie_cuts(keys: Sequence[jax.Array], t, r: _Count) -> list[jax.Array]:
-  """Per leaf, the flat index below which tied entries are zeroed, giving the
-  first `r` tied entries in (leaf, flat index) order."""
-  cuts, before = [], _Count.const(0)
-  for key in keys:
-    e = _count(key == t)
-    r_l = (r - before).clip_int32(e)
-    before = before + _Count.of(e)
-    cut = jax.lax.cond(
-        (r_l == 0) | (r_l == e),
-        lambda key, r_l, e: jnp.where(r_l == 0, jnp.int32(0), jnp.int32(key.size)),
-        lambda key, r_l, e: _tie_cut(key, t, r_l),
-        key, r_l, e,
-    )
-    cuts.append(cut)
-  return cuts
 
 
 def _exact_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
   bracket = _sample_bracket(keys, k, sample_size)
   t, c_ge, c_gt, _ = kth_largest_key(keys, k, bracket=bracket)
   r = _Count.const(k) - c_gt  # tied entries to zero, 1 <= r <= c_ge - c_gt
-  all_tied = (c_ge - c_gt - r).clip_int32(jnp.int32(1)) == 0
-  n_keys = [jnp.int32(x.size) for x in keys]
-  cuts = jax.lax.cond(all_tied, lambda: n_keys, lambda: _tie_cuts(keys, t, r))
-  masks = []
-  for key, cut in zip(keys, cuts):
-    masks.append((key > t) | ((key == t) & (_flat_index(key.shape) < cut)))
-  return masks
+  if len(keys) == 1:
+    e = (c_ge - c_gt).clip_int32(jnp.int32(keys[0].size))
+    cuts = [_tie_cut(keys[0], t, r.clip_int32(e), e)]
+  else:  # global scope: split r over the leaves in order (only when t is tied)
+    def split():
+      cuts, before = [], _Count.const(0)
+      for key in keys:
+        e = _count(key == t)
+        cuts.append(_tie_cut(key, t, (r - before).clip_int32(e), e))
+        before = before + _Count.of(e)
+      return cuts
+    all_tied = (c_ge - c_gt - r).clip_int32(jnp.int32(1)) == 0
+    cuts = jax.lax.cond(all_tied, lambda: [jnp.int32(x.size) for x in keys], split)
+  return [(key > t) | ((key == t) & (_flat_index(key.shape) < cut)) for key, cut in zip(keys, cuts)]
 
 
 def _samples(keys: Sequence[jax.Array], sample_size: int) -> jax.Array:
@@ -461,12 +468,30 @@ def topk_masks(tree: Any, fraction: float, *, scope: str = "tensor", mode: str =
   ignore-top-k zeroes (see the module docstring for the rule)."""
   fraction = check_args(fraction, scope, mode, sample_size)
   leaves, treedef = jax.tree.flatten(tree)
-  keys = [magnitude_key(jnp.asarray(x)) for x in leaves]
-  if scope == "global" and keys:
-    masks = _masks_for(keys, fraction, mode, sample_size)
+  if scope == "global" and leaves:
+    masks = _masks_for([magnitude_key(jnp.asarray(x)) for x in leaves], fraction, mode, sample_size)
   else:
-    masks = [_masks_for([key], fraction, mode, sample_size)[0] for key in keys]
+    masks = _per_tensor_masks([jnp.asarray(x) for x in leaves], fraction, mode, sample_size)
   return jax.tree.unflatten(treedef, masks)
+
+
+def _per_tensor_masks(leaves: list[jax.Array], fraction: float, mode: str, sample_size: int) -> list[jax.Array]:
+  """Masks per tensor; tensors of one shape (e.g. the same weight in every
+  layer) are stacked and handled by one `vmap`ped search, which compiles
+  once and runs one loop for all of them."""
+  groups: dict[tuple, list[int]] = {}
+  for i, x in enumerate(leaves):
+    groups.setdefault(tuple(x.shape), []).append(i)
+  masks: list[Any] = [None] * len(leaves)
+  one = lambda key: _masks_for([key], fraction, mode, sample_size)[0]
+  for idx in groups.values():
+    if len(idx) == 1:
+      masks[idx[0]] = one(magnitude_key(leaves[idx[0]]))
+      continue
+    stacked = jax.vmap(one)(jnp.stack([magnitude_key(leaves[i]) for i in idx]))
+    for j, i in enumerate(idx):
+      masks[i] = stacked[j]
+  return masks
 
 
 def prune_topk(tree: Any, fraction: float, *, scope: str = "tensor", mode: str = "exact",

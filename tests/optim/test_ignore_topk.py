@@ -47,6 +47,7 @@ def _tree(seed=0):
   rng = np.random.RandomState(seed)
   return {
       "w": rng.randn(48, 40).astype(np.float32),
+      "w2": rng.randn(48, 40).astype(np.float32) * 3,  # same shape: stacked and vmapped with "w"
       "b": rng.randn(37).astype(np.float32) * 1e-3,
       "e": jnp.asarray(rng.randn(3, 5, 7), jnp.bfloat16),
       "s": np.float32(2.5),
@@ -149,12 +150,14 @@ def test_sharded_equals_unsharded_without_gathering_tensors(mode):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices")
   rng = np.random.RandomState(3)
-  tree = {"w": rng.randn(256, 192).astype(np.float32), "v": rng.randn(64, 96).astype(np.float32)}
+  tree = {"w": rng.randn(256, 192).astype(np.float32), "v": rng.randn(64, 96).astype(np.float32),
+          "u": rng.randn(256, 192).astype(np.float32) ** 3}
   tree["w"][:40, :3] = 0.25  # a tied block across shards
   kw = dict(scope="tensor", mode=mode, sample_size=1024)
   single = jax.jit(lambda t: topk_masks(t, 0.08, **kw))(tree)
   mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
-  shard = {"w": NamedSharding(mesh, P("fsdp", "tensor")), "v": NamedSharding(mesh, P(None, "tensor"))}
+  shard = {"w": NamedSharding(mesh, P("fsdp", "tensor")), "v": NamedSharding(mesh, P(None, "tensor")),
+           "u": NamedSharding(mesh, P("fsdp", "tensor"))}
   with jax.set_mesh(mesh):
     placed = jax.device_put(tree, shard)
     fn = jax.jit(lambda t: topk_masks(t, 0.08, **kw), in_shardings=(shard,))
