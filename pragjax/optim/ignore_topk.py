@@ -26,31 +26,35 @@ The rule, for a tree of updates `u` and a `fraction` in [0, 1):
 
 Threshold selection (`mode`):
 
-- **"exact"**: a distributed selection. The float32 magnitudes are viewed as
-  their unsigned IEEE-754 bit patterns, whose integer order equals the order
-  of the magnitudes, and the k-th largest pattern is found by bisection on the
-  integer value: each step counts the entries at or above a candidate with a
-  sum reduction (`while_loop`, at most 31 steps). Under `jit` on sharded
-  parameters each count is a per-shard sum plus an all-reduce of one scalar;
-  no tensor is gathered or sorted. Ties are then split by a second bisection
-  on the flat index, run only when the threshold value is tied (`lax.cond`).
-  The bisection starts from a bracket taken from a strided sample (see
-  below) when the sample's bracket can be verified by two counts, which
-  typically halves the number of passes; it falls back to the full range
-  otherwise, so the result is exact either way.
-- **"approx"**: the threshold is the exact k-th largest magnitude of a
-  strided sample of about `sample_size` entries per tensor (per tree for
-  scope="global"; leaves contribute in proportion to their size), and every
-  entry with magnitude >= that threshold is zeroed. The sample takes every
-  s-th index along each axis with prime strides s (so that it does not alias
-  with head or block structure); on sharded tensors only the sample moves
-  between devices. Cost: one extra elementwise pass. The number of zeroed
-  entries differs from `k` by a relative error of about
-  `sqrt((1 - fraction) / (fraction * sample_size))` (1.3% at 8% with 65536
-  samples); since both modes zero a top set of magnitudes, the zeroed sets
-  are nested and their overlap (Jaccard) is `min(n_a, n_e) / max(n_a, n_e)`.
-  Tensors with at most `sample_size` entries are handled exactly (up to
-  ties, which approx zeroes all). Measured errors: benchmarks/README.md.
+- **"exact"**: a distributed selection, no sort and no gather. The float32
+  magnitudes are viewed as their IEEE-754 bit patterns (uint32 "keys"),
+  whose integer order is the order of the magnitudes. The k-th largest key
+  is found by a search of counting passes: each pass is one fused variadic
+  reduce giving the number of keys >= a candidate and the nearest keys on
+  either side of it; under `jit` on sharded parameters each device reduces
+  its shard and only scalars are exchanged. The candidates interpolate the
+  counts in key space, every third one bisects, and the bracket ends snap to
+  real keys (see `_search`); the search starts from a bracket read off a
+  sample (below) and checked by two counts. Typical cost: 2 + 4-7 + 1
+  passes per tensor (measured in benchmarks/README.md); worst case about
+  3 x 31 passes, always exact. When the k-th key is tied, a bisection on the
+  flat index (only then) finds where the tied entries stop being zeroed.
+- **"approx"**: the threshold is the exact k-th largest key of a sample of
+  about `sample_size` entries per tensor (per tree for scope="global",
+  leaves contributing in proportion to their size), found as above on the
+  sample alone, and every entry with magnitude >= it is zeroed: one
+  elementwise pass over the tensor. The sample (`sample`) is systematic and
+  "diagonal", covering every row and every column; on sharded tensors only
+  the sample leaves its device. The number of zeroed entries differs from
+  `k` with relative standard deviation about `approx_relative_error(f, m) =
+  sqrt((1 - f) / (f * m))` (1.3% at f = 8%, m = 65536). Both modes zero a
+  top set of magnitudes, so the sets are nested: their Jaccard overlap is
+  `min(n_a, n_e) / max(n_a, n_e)`. Tensors of at most `sample_size` entries
+  get the exact threshold (ties at it are all zeroed). Measured errors on
+  AdamW updates: benchmarks/README.md.
+
+Tensors of the same shape (the same weight in every layer) are stacked and
+searched together under one `vmap` (one compiled loop for all of them).
 
 Entry points:
   `ignore_topk(fraction, scope=, mode=, sample_size=)`: an optax transform,
@@ -67,6 +71,7 @@ Entry points:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -515,12 +520,18 @@ def prune_delta(params_before: Any, params_after: Any, fraction: float, *, scope
   if fraction == 0.0:
     return params_after
 
-  def delta(b, a):
+  def delta_shape_check(b, a):
     if jnp.shape(a) != jnp.shape(b):
       raise ValueError(f"prune_delta: shape {jnp.shape(b)} before vs {jnp.shape(a)} after")
-    return jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)
 
-  deltas = jax.tree.map(delta, params_before, params_after)
+  jax.tree.map(delta_shape_check, params_before, params_after)
+  return _prune_delta(params_before, params_after, fraction, scope, mode, int(sample_size))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _prune_delta(params_before, params_after, fraction, scope, mode, sample_size):
+  deltas = jax.tree.map(lambda b, a: jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32),
+                        params_before, params_after)
   masks = topk_masks(deltas, fraction, scope=scope, mode=mode, sample_size=sample_size)
   return jax.tree.map(lambda b, a, m: jnp.where(m, jnp.asarray(b, a.dtype), a), params_before, params_after, masks)
 
