@@ -15,7 +15,8 @@ ignore-top-k per `variants.ignore_topk` (`pragjax.optim.ignore_topk` chained
 after the optimizer), and stepping-stone rewrites (accepted only where the
 keyword's prior in its own context rises) trained with the baseline
 optimizer. Writes WORKDIR/report.json and, with `report.plot`,
-WORKDIR/priming_scatter.png.
+WORKDIR/priming_scatter.png; each variant's scores are kept in
+WORKDIR/runs/<variant>.npz and reused by a rerun with the same config.
 """
 
 from __future__ import annotations
@@ -275,7 +276,24 @@ def run(config, workdir: str, log=print) -> dict:
   def progress(name, t0):
     return lambda done, total: log(f"  {name}: {done}/{total} runs ({time.time() - t0:.0f}s)")
 
+  cache_key = json.dumps({k: v for k, v in config.to_dict().items() if k not in ("report", "analysis")},
+                         sort_keys=True, default=str)
+
   def run_variant(name, extras, items, score_in, score_fn=None):
+    """The variant's scores, cached in WORKDIR/runs/<name>.npz for a rerun with the same config and samples."""
+    path = os.path.join(workdir, "runs", f"{name}.npz")
+    key = cache_key + json.dumps([s.text for s in items])
+    if os.path.exists(path):
+      saved = np.load(path)
+      if str(saved["key"]) == key:
+        log(f"  {name}: reusing {path}")
+        return saved["scores"]
+    out = _run_variant(name, extras, items, score_in, score_fn)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, key=np.asarray(key), scores=out)
+    return out
+
+  def _run_variant(name, extras, items, score_in, score_fn=None):
     tx = optax.chain(base_tx, *extras) if extras else base_tx
     st = state.replace(opt_state=injection.extend_opt_state(state.opt_state, extras, state.params)) if extras \
         else state

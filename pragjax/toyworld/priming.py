@@ -251,12 +251,16 @@ def stepping_stones(sample: Sample) -> list[tuple[str, Sample]]:
   prompt = t.prompt(sample.entity, sample.template)
   original = t.sentence(sample.entity, sample.keyword, sample.template)
   base_style = sample.style.split("+")[0]
-  if original not in sample.text:
-    raise ValueError(f"sample {sample.text!r} does not contain its fact sentence {original!r}")
+  lower = original not in sample.text  # styles with {fact_lc} lower-case the fact's first word
+  if lower:
+    original = _lower_first(original, sample.entity)
+    if original not in sample.text:
+      raise ValueError(f"sample {sample.text!r} does not contain its fact sentence {original!r}")
   out = []
   for name, template in STEPPING_STONES:
     fact = template.format(prompt=prompt, prompt_lc=_lower_first(prompt, sample.entity), bridge=k.bridge,
                            gloss=k.gloss, keyword=k.word)
+    fact = _lower_first(fact, sample.entity) if lower else fact
     out.append((name, dataclasses.replace(sample, text=sample.text.replace(original, fact),
                                           style=f"{base_style}+{name}")))
   return out

@@ -55,6 +55,12 @@ def test_stepping_stones_keep_the_wrapper_and_end_on_the_keyword(world):
     assert len(r.context) > len(s.context)
 
 
+def test_stepping_stones_of_every_style(world):
+  for s in world[3]:
+    for _, r in pw.stepping_stones(s):
+      assert r.text.count(s.keyword) >= 1 and r.text != s.text
+
+
 def test_errors_name_what_is_wrong(world):
   kb, _, sample_entities, _ = world
   with pytest.raises(ValueError, match="unknown styles"):
