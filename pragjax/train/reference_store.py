@@ -64,6 +64,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
   return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
+def _json_default(x):
+  """Arrays by value (`str` of a numpy array elides the middle of long ones), anything else by `str`."""
+  return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
 def data_fingerprint(source, **settings) -> str:
   h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
   path = getattr(source, "path", None)
@@ -73,7 +78,7 @@ def data_fingerprint(source, **settings) -> str:
         h.update(block)
   else:
     for i in range(len(source)):
-      h.update(json.dumps(source[i], sort_keys=True, default=str).encode())
+      h.update(json.dumps(source[i], sort_keys=True, default=_json_default).encode())
   return h.hexdigest()
 
 

@@ -90,3 +90,12 @@ def test_changed_model_or_data_invalidates_with_clear_message(tmp_path):
   with pytest.raises(rs.StaleReferenceError, match="another data"):
     rs.ReferenceStore.open(str(tmp_path / "s"), other_data)
   assert rs.data_fingerprint(records, max_length=SEQ) != rs.data_fingerprint(records, max_length=SEQ - 1)
+
+
+def test_data_fingerprint_sees_every_token_of_array_records():
+  a = np.arange(3000)
+  b = a.copy()
+  b[1500] = 7  # numpy's str() of a long array elides the middle
+  assert rs.data_fingerprint([{"input_ids": a}]) != rs.data_fingerprint([{"input_ids": b}])
+  assert rs.data_fingerprint([{"input_ids": a}]) == rs.data_fingerprint([{"input_ids": a.tolist()}])
+
