@@ -444,23 +444,28 @@ def _sample_bracket(keys: Sequence[jax.Array], k: int, sample_size: int):
   return lo, hi
 
 
-def _approx_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
-  total = sum(x.size for x in keys)
-  s = _samples(keys, sample_size)
-  t = kth_largest_key([s], _sample_k(k, total, s.size))[0]
-  return [key >= t for key in keys]
+def _approx_threshold(samples: jax.Array, k: int, total: int) -> jax.Array:
+  """The approx-mode threshold key: the sample's k-th largest at the
+  sample rank matching k of `total`."""
+  return kth_largest_key([samples], _sample_k(k, total, samples.size))[0]
+
+
+def _check_sizes(keys: Sequence[jax.Array]) -> None:
+  for x in keys:
+    if x.size > _INT32_MAX:
+      raise ValueError(f"ignore_topk: a tensor of {x.size} entries exceeds the 2**31 - 1 limit of its flat index")
 
 
 def _masks_for(keys: list[jax.Array], fraction: float, mode: str, sample_size: int) -> list[jax.Array]:
+  """Masks for `keys` ranked together (one tensor, or all for global scope)."""
   total = sum(x.size for x in keys)
   k = num_pruned(fraction, total)
   if k == 0:
     return [jnp.zeros(x.shape, bool) for x in keys]
-  for x in keys:
-    if x.size > _INT32_MAX:
-      raise ValueError(f"ignore_topk: a tensor of {x.size} entries exceeds the 2**31 - 1 limit of its flat index")
+  _check_sizes(keys)
   if mode == "approx" and total > sample_size:
-    return _approx_masks(keys, k, sample_size)
+    t = _approx_threshold(_samples(keys, sample_size), k, total)
+    return [key >= t for key in keys]
   return _exact_masks(keys, k, sample_size)
 
 
@@ -488,14 +493,25 @@ def _per_tensor_masks(leaves: list[jax.Array], fraction: float, mode: str, sampl
   for i, x in enumerate(leaves):
     groups.setdefault(tuple(x.shape), []).append(i)
   masks: list[Any] = [None] * len(leaves)
-  one = lambda key: _masks_for([key], fraction, mode, sample_size)[0]
   for idx in groups.values():
-    if len(idx) == 1:
-      masks[idx[0]] = one(magnitude_key(leaves[idx[0]]))
-      continue
-    stacked = jax.vmap(one)(jnp.stack([magnitude_key(leaves[i]) for i in idx]))
+    keys = [magnitude_key(leaves[i]) for i in idx]
+    size = keys[0].size
+    k = num_pruned(fraction, size)
+    _check_sizes(keys[:1])
+    if k == 0:
+      out = [jnp.zeros(key.shape, bool) for key in keys]
+    elif mode == "approx" and size > sample_size:
+      # only the samples are stacked; the mask fuses into the caller's where
+      samples = jnp.stack([sample(key, sample_size) for key in keys])
+      ts = jax.vmap(lambda s: _approx_threshold(s, k, size))(samples)
+      out = [key >= ts[j] for j, key in enumerate(keys)]
+    elif len(keys) == 1:
+      out = _exact_masks(keys, k, sample_size)
+    else:
+      stacked = jax.vmap(lambda key: _exact_masks([key], k, sample_size)[0])(jnp.stack(keys))
+      out = [stacked[j] for j in range(len(keys))]
     for j, i in enumerate(idx):
-      masks[i] = stacked[j]
+      masks[i] = out[j]
   return masks
 
 
