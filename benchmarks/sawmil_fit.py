@@ -1,6 +1,7 @@
 """sAwMIL fit time and test mAP: pragjax (JAX) against the authors' `sawmil` package (0.2.1, PyPI), same bags.
 
-  python benchmarks/sawmil_fit.py [--sizes 200x256,600x1024,1800x4096] [--max-sawmil-tokens 6000] [--out r.json]
+  python benchmarks/sawmil_fit.py [--sizes 200x256,600x1024,1800x4096] [--max-sawmil-tokens 6000]
+      [--variants paper,released] [--same-qp-max-tokens 1500] [--out r.json]
 
 Bags (synthetic, seeded): B bags x 10 tokens x D dims; token = low-rank
 structure (rank 16) + isotropic noise; token 0 of every bag is one shared
@@ -13,15 +14,18 @@ times alike) with the last-2 intra-bag rule and eta = its share of tokens:
 - pragjax: `SAwMIL(C=1, max_bag_size=None)` (sMIL, relabelling, final SVM; the
   paper's formulation; DCD on CPU / FISTA on accelerators; first call, with
   compilation, reported apart from the timed repeat);
-- sawmil 0.2.1: `sAwMIL(C=1, solver="osqp", eta=...)`, with its sMIL stage
-  given the solver explicitly (the package ignores `solver` there and falls
-  back to Gurobi). Its formulation differs from the paper's in three places
-  (sMIL margin sign, unscaled final C, quantile cutoff; see
-  `pragjax/probes/sawmil.py`), so mAPs may differ for reasons other than the
-  solver. Its orientation is checked (positive bags must score higher).
+- sawmil 0.2.1: `sAwMIL(C=1, solver="osqp", eta=...)` on the same
+  standardised bags, in two variants (`fit_sawmil`): "released" (the package
+  as shipped, its sMIL stage given the solver explicitly: 0.2.1 ignores
+  `solver` there and falls back to Gurobi) and "paper" (the same code with its
+  sMIL bag kernel made consistent with its primal recovery, the paper's sMIL
+  margin and C/N in the final SVM: the problem pragjax solves). Orientation
+  check: the cosine between the package's sMIL hyperplane and pragjax's stage
+  1 (1.0 = the same direction), and the mAP of the flipped scores.
 - same QP: the final-stage SVM of the same (standardised) tokens and labels,
   C/N per token, solved by `sawmil.SVM(solver="osqp")` and by
-  `pragjax.probes.svm.solve`: time and correlation of decision values.
+  `pragjax.probes.svm.solve`: time and correlation of decision values (up
+  to `--same-qp-max-tokens`: OSQP needs its 20,000-iteration cap at C/N).
 sawmil builds dense N x N kernels; it is skipped above `--max-sawmil-tokens`
 training tokens (its memory grows as N^2; 18,000 tokens need > 5 GB per copy).
 """
@@ -70,9 +74,36 @@ def fit_pragjax(x, mask, y, xt, mt):
   return time.perf_counter() - t0, scores, probe
 
 
-def fit_sawmil(x, mask, y, xt, eta):
+PACKAGE_VARIANTS = ("released", "paper")
+
+
+def fit_sawmil(x, mask, y, xt, eta, variant="paper"):
+  """The package's sAwMIL (osqp) on the same standardised bags -> (seconds, test bag scores).
+
+  variant "released": sawmil 0.2.1 as shipped, except that its sMIL stage is
+  given the solver (0.2.1 drops it there and falls back to Gurobi). Its sMIL
+  bag kernel is inconsistent in that release: with normalizer="none" the live
+  `WeightedMeanBagKernel.__call__` weights instances by 1 (Gram matrix of bag
+  SUMS) while the primal recovery `NSK._phi` uses bag MEANS, so the recovered
+  sMIL hyperplane is not the QP's solution.
+  variant "paper": the same package code with three changes that make it the
+  paper's (and pragjax's) formulation: the class's own mean-weighted kernel
+  (`WeightedMeanBagKernel.__callY__`, unused in 0.2.1), the sMIL margin
+  (2 - |B|)/|B| of Bunescu & Mooney (0.2.1's dual has the opposite sign), and
+  the final SVM's C divided by its number of tokens (C/N; 0.2.1 uses C). The
+  remaining difference is the relabelling cutoff ((1 - eta) quantile in the
+  package; the round(eta L_p)-th largest score, at least X_p, in pragjax).
+  """
+  from sawmil import SVM, Bag, Linear
   from sawmil import sAwMIL as PackageSAwMIL
+  from sawmil import smil as smil_module
+  from sawmil.bag_kernels import WeightedMeanBagKernel
   from sawmil.smil import sMIL
+
+  paper = variant == "paper"
+
+  class MeanBagKernel(WeightedMeanBagKernel):
+    __call__ = WeightedMeanBagKernel.__callY__  # mean weights, as NSK._phi assumes
 
   class WithSolver(PackageSAwMIL):
     """The package's sAwMIL with the solver passed to its sMIL stage (0.2.1 drops it there)."""
@@ -80,18 +111,43 @@ def fit_sawmil(x, mask, y, xt, eta):
     def __fit_mil__(self, bags):
       smil = sMIL(C=self.C, kernel=self.kernel, solver=self.solver, normalizer=self.normalizer, p=self.p,
                   scale_C=self.scale_C, tol=self.tol, verbose=self.verbose, solver_params=self.solver_params)
+      if paper:
+        smil.bag_kernel = MeanBagKernel(inst_kernel=Linear(), normalizer="none")
       smil.fit(bags)
       self.smil_ = smil
+
+    def fit(self, bags, y=None, intra_bag_mask=None):
+      if not paper:
+        return super().fit(bags, y, intra_bag_mask)
+      blist = self._coerce_bags(bags, y, intra_bag_mask)
+      self.__fit_mil__(blist)
+      x_sil, y_sil = self.__rank_and_filter__(blist)
+      self.sil_ = SVM(C=self.C / len(y_sil), kernel=self.kernel, solver=self.solver, tol=self.tol,
+                      solver_params=self.solver_params).fit(x_sil, y_sil)
+      return self
+
+  original_qp = smil_module.quadprog
+
+  def paper_margin_qp(h, f, *args, **kwargs):
+    # sMIL's dual linear term: -1 for negative instances, (2/|B| - 1) for positive bags in 0.2.1; the paper's
+    # margin rho_B = (2 - |B|)/|B| makes it -rho_B = 1 - 2/|B|.
+    return original_qp(h, np.where(f != -1.0, -f, f), *args, **kwargs)
 
   intrabag = np.zeros(mask.shape)
   intrabag[:, -2:] = 1.0
   mean, std = x.reshape(-1, x.shape[-1]).mean(0), x.reshape(-1, x.shape[-1]).std(0)
   z, zt = (x - mean) / std, (xt - mean) / std
-  model = WithSolver(C=C, solver="osqp", eta=eta, kernel="Linear")
-  t0 = time.perf_counter()
-  model.fit(list(z.astype(np.float64)), y.astype(float), list(intrabag))
-  scores = model.decision_function(list(zt.astype(np.float64)))
-  return time.perf_counter() - t0, scores
+  model = WithSolver(C=C, solver="osqp", eta=eta, kernel=Linear())
+  if paper:
+    smil_module.quadprog = paper_margin_qp
+  try:
+    t0 = time.perf_counter()
+    model.fit(list(z.astype(np.float64)), y.astype(float), list(intrabag))
+    scores = model.decision_function([Bag(X=b, y=0.0) for b in zt.astype(np.float64)])
+    seconds = time.perf_counter() - t0
+  finally:
+    smil_module.quadprog = original_qp
+  return seconds, scores, model
 
 
 def same_qp(probe, x, mask, y):
@@ -132,37 +188,63 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--sizes", default="200x256,600x1024,1800x4096")
   ap.add_argument("--max-sawmil-tokens", type=int, default=6000)
+  ap.add_argument("--variants", default="paper,released", help="package variants (see fit_sawmil)")
+  ap.add_argument("--same-qp-max-tokens", type=int, default=1500)
+  ap.add_argument("--single-call", action="store_true",
+                  help="time pragjax's first call (with compilation) only; for sizes where a fit takes minutes")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
+  variants = [v for v in args.variants.split(",") if v]
   rows, raw = [], []
   for size in args.sizes.split(","):
     b, d = (int(v) for v in size.split("x"))
     x, mask, y = make_bags(b, d)
     n_train = int(0.75 * b)
     tr, te = slice(0, n_train), slice(n_train, b)
-    fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])  # compile
-    t_ours, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])
+    t_first, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])  # with compilation
+    t_ours = t_first
+    if not args.single_call:
+      t_ours, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])
     ap_ours = metrics.average_precision(y[te], s_ours)
-    entry = {"bags": b, "dim": d, "train_tokens": int(mask[tr].sum()), "pragjax_s": t_ours, "pragjax_map": ap_ours,
-             "pragjax_diag": probe.diagnostics_, "backend": jax.default_backend()}
+    entry = {"bags": b, "dim": d, "train_tokens": int(mask[tr].sum()), "pragjax_s": t_ours,
+             "pragjax_first_call_s": t_first, "pragjax_map": ap_ours, "pragjax_diag": probe.diagnostics_,
+             "backend": jax.default_backend(), "sawmil": {}}
+    w1 = np.asarray(probe.fit_.stage1.w[0], np.float64)
     if entry["train_tokens"] <= args.max_sawmil_tokens:
-      t_peer, s_peer = fit_sawmil(x[tr], mask[tr], y[tr], x[te], probe.eta_)
-      entry.update(sawmil_s=t_peer, sawmil_map=metrics.average_precision(y[te], s_peer),
-                   sawmil_map_flipped=metrics.average_precision(y[te], -s_peer), speedup=t_peer / t_ours)
-      entry["same_qp"] = same_qp(probe, x[tr], mask[tr], y[tr])
+      for variant in variants:
+        t_peer, s_peer, model = fit_sawmil(x[tr], mask[tr], y[tr], x[te], probe.eta_, variant)
+        w_peer = np.asarray(model.smil_.coef_, np.float64)
+        entry["sawmil"][variant] = {
+            "s": t_peer, "map": metrics.average_precision(y[te], s_peer),
+            "map_flipped": metrics.average_precision(y[te], -s_peer), "speedup": t_peer / t_ours,
+            # Orientation: the package's sMIL hyperplane against pragjax's stage 1 (same standardised space).
+            "smil_cos": float(w1 @ w_peer / np.linalg.norm(w1) / np.linalg.norm(w_peer)),
+            "test_score_corr": float(np.corrcoef(s_ours, s_peer)[0, 1])}
+      if entry["train_tokens"] <= args.same_qp_max_tokens:
+        entry["same_qp"] = same_qp(probe, x[tr], mask[tr], y[tr])
     raw.append(entry)
-    rows.append([f"{b} x {TOKENS} x {d}", entry["train_tokens"], t_ours, entry.get("sawmil_s", float("nan")),
-                 entry.get("speedup", float("nan")), ap_ours, entry.get("sawmil_map", float("nan")),
-                 entry.get("same_qp", {}).get("speedup", float("nan")), entry.get("same_qp", {}).get("corr", float("nan"))])
+    nan = float("nan")
+    for variant in variants or [""]:
+      r = entry["sawmil"].get(variant, {})
+      rows.append([f"{b} x {TOKENS} x {d}", entry["train_tokens"], f"{t_ours:.2f} ({t_first:.1f})",
+                   variant or "-", r.get("s", nan), r.get("speedup", nan), ap_ours, r.get("map", nan),
+                   ap_ours - r.get("map", nan), r.get("smil_cos", nan)])
     print(json.dumps(entry, default=float), flush=True)
   print()
   print(common.markdown_table(
-      ["bags x tokens x dims", "train tokens", "pragjax fit (s)", "sawmil fit (s)", "speed-up", "pragjax mAP",
-       "sawmil mAP", "same-QP speed-up", "same-QP corr"], rows))
+      ["bags x tokens x dims", "train tokens", "pragjax fit (s) (first call)", "sawmil variant", "sawmil fit (s)",
+       "speed-up", "pragjax mAP", "sawmil mAP", "mAP diff", "sMIL cos"], rows))
+  same = [(e["bags"], e["dim"], e["same_qp"]) for e in raw if "same_qp" in e]
+  if same:
+    print("\nfinal-stage SVM, identical inputs (sawmil.SVM osqp vs pragjax svm.solve):")
+    print(common.markdown_table(["bags", "dims", "tokens", "pragjax (s)", "sawmil (s)", "speed-up", "corr", "sign agree"],
+                                [[b, d, q["tokens"], q["pragjax_s"], q["sawmil_s"], q["speedup"], q["corr"],
+                                  q["sign_agree"]] for b, d, q in same]))
   print(f"\nmachine: {common.machine_info()}\nload: {common.load_snapshot()}")
   if args.out:
     with open(args.out, "w") as f:
-      json.dump({"rows": raw, "machine": common.machine_info()}, f, indent=1, default=float)
+      json.dump({"rows": raw, "machine": common.machine_info(), "load": common.load_snapshot()}, f, indent=1,
+                default=float)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,9 @@ def _solve_dcd(x, y, rho, u, alpha0, tol, max_epochs, check_every, seed) -> SVMS
   def epoch(e, carry):
     a, _, _, lam = carry
     # w and y.alpha are recomputed from alpha every epoch, so float32 drift of the running sums cannot build up.
-    w, s = x.T @ (y * a), jnp.sum(y * a)
+    # (y * a) @ x rather than x.T @ (y * a): the latter lets XLA CPU lay x out column-major, which makes every
+    # row read x[i] of the coordinate loop strided (2-3x slower per step at d = 4096, measured).
+    w, s = (y * a) @ x, jnp.sum(y * a)
     order = jax.random.permutation(jax.random.fold_in(key, e), n)
 
     def coordinate(k, c):
@@ -288,7 +290,7 @@ def _solve_dcd(x, y, rho, u, alpha0, tol, max_epochs, check_every, seed) -> SVMS
     return (*inner[:3], b), e + epochs_per_check, p, gap
 
   lam0 = optimal_bias(x @ (x.T @ (y * a0)), y, rho, u)
-  inner = (a0, x.T @ (y * a0), jnp.sum(y * a0), lam0)
+  inner = (a0, (y * a0) @ x, jnp.sum(y * a0), lam0)
   inner, epochs, _, _ = jax.lax.while_loop(
       cond, body, (inner, jnp.asarray(0, jnp.int32), jnp.asarray(1.0, dt), jnp.asarray(jnp.inf, dt)))
   return _solution(x, y, rho, u, inner[0], tol, epochs)
