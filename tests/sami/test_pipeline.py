@@ -54,6 +54,7 @@ def _config(files, family, iterations):
   return c
 
 
+@pytest.mark.slow
 def test_tiny_mistral_end_to_end_and_resume(files):
   workdir = str(files["root"] / "run_mistral")
   report = sami.run(_config(files, "mistral", 2), workdir, log=lambda *_: None)
@@ -79,6 +80,7 @@ def test_tiny_mistral_end_to_end_and_resume(files):
   assert again[2]["win_rate"] == rows[2]["win_rate"]
 
 
+@pytest.mark.slow
 def test_tiny_mixtral_one_iteration(files):
   report = sami.run(_config(files, "mixtral", 1), str(files["root"] / "run_mixtral"), log=lambda *_: None)
   assert [r["iteration"] for r in report["rows"]] == [0, 1]

@@ -1,5 +1,7 @@
 """The toy SAMI pipeline (the `ci` variant) on the built-in `sami` model: the held-out MI bound rises."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -37,8 +39,9 @@ def test_world_checks():
   assert not any(world.is_heldout(q) for q in world.training_queries(rng, 200))
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(__import__("os").path.join(builtin.ASSETS, "sami", "config.json")),
+@pytest.mark.skipif(not os.path.exists(os.path.join(builtin.ASSETS, "sami", "config.json")),
                     reason="built-in sami model not shipped")
+@pytest.mark.slow
 def test_ci_pipeline_mi_bound_rises(tmp_path):
   config = configs.get_config("ci")
   report = sami.run(config, str(tmp_path / "sami"), log=lambda *_: None)
@@ -47,3 +50,15 @@ def test_ci_pipeline_mi_bound_rises(tmp_path):
   mi = [r["mi_bound"] for r in rows]
   assert mi[-1] > mi[0] + 0.02, mi
   assert all(0.0 <= r["win_rate"] <= 1.0 for r in rows)
+
+
+def test_shipped_model_is_small_and_of_this_world():
+  from pragjax.train import runner
+
+  path = builtin.model_path("sami")
+  size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+  assert size < 5 * 2 ** 20, size
+  loaded = runner.load_model({"builtin": "sami"})
+  assert loaded.tokenizer.vocab_size == world.tokenizer().vocab_size == loaded.config.vocab_size
+  ids = loaded.tokenizer.encode(world.prompt(world.sample_rules(np.random.default_rng(0)), ("animals", "music", "food")))
+  assert ids[0] == loaded.tokenizer.bos_token_id and 3 not in ids  # every word known (id 3 = <unk>)
