@@ -57,14 +57,14 @@ def _config(files, family, iterations):
 @pytest.mark.slow
 def test_tiny_mistral_end_to_end_and_resume(files):
   workdir = str(files["root"] / "run_mistral")
-  report = sami.run(_config(files, "mistral", 2), workdir, log=lambda *_: None)
+  report = sami.run(_config(files, "mistral", 1), workdir, log=lambda *_: None)
   rows = report["rows"]
-  assert [r["iteration"] for r in rows] == [0, 1, 2] and not report["preempted"]
+  assert [r["iteration"] for r in rows] == [0, 1] and not report["preempted"]
   for r in rows[1:]:
     assert 0.0 <= r["win_rate"] <= 1.0 and r["wins"] + r["ties"] + r["losses"] == 4
     assert np.isfinite(r["train_loss"]) and r["train_steps"] == 2  # 16 queries / batch 8, one pass
-    assert abs(r["mi_bound"]) <= r["log_C"] + 1e-6 or r["mi_bound"] < 0
-  for k in (1, 2):  # every iteration's model is kept, loadable by transformers as the same family
+    assert r["mi_bound"] <= r["log_C"] + 1e-6  # InfoNCE cannot exceed log C
+  for k in (1,):  # every iteration's model is kept, loadable by transformers as the same family
     from transformers import AutoConfig
     assert AutoConfig.from_pretrained(os.path.join(workdir, f"iter_{k}", "hf")).model_type == "mistral"
   assert os.path.exists(os.path.join(workdir, "sami.png"))
@@ -72,12 +72,15 @@ def test_tiny_mistral_end_to_end_and_resume(files):
   assert {tuple(sorted(p["name"] for p in c["principles"])) for g in groups for c in g["constitutions"]} == {
       ("comprehensive", "concise")}
   assert all(all(g["constitutions"][0]["pattern"]) and not all(g["constitutions"][1]["pattern"]) for g in groups)
-  # Interrupted after iteration 2's training: only its evaluation is redone, with the same result.
-  os.remove(os.path.join(workdir, "iter_2", "eval.json"))
+  # Interrupted after iteration 1's training: only its evaluation is redone, with the same result; a second
+  # iteration then continues from iteration 1's exported model.
+  os.remove(os.path.join(workdir, "iter_1", "eval.json"))
   again = sami.run(_config(files, "mistral", 2), workdir, log=lambda *_: None)["rows"]
-  assert [r["mi_bound"] for r in again[:2]] == [r["mi_bound"] for r in rows[:2]]
-  np.testing.assert_allclose(again[2]["mi_bound"], rows[2]["mi_bound"], rtol=1e-5)
-  assert again[2]["win_rate"] == rows[2]["win_rate"]
+  assert [r["iteration"] for r in again] == [0, 1, 2] and again[0]["mi_bound"] == rows[0]["mi_bound"]
+  np.testing.assert_allclose(again[1]["mi_bound"], rows[1]["mi_bound"], rtol=1e-5)
+  assert again[1]["win_rate"] == rows[1]["win_rate"] and np.isfinite(again[2]["train_loss"])
+  from transformers import AutoConfig
+  assert AutoConfig.from_pretrained(os.path.join(workdir, "iter_2", "hf")).model_type == "mistral"
 
 
 @pytest.mark.slow
