@@ -161,36 +161,66 @@ class _Count(NamedTuple):
     return jnp.where(neg, 0, jnp.where(big, upper, jnp.minimum(v, upper)))
 
 
+class _Found(NamedTuple):
+  """Result of `_search`: the k-th largest key `t`; `at_lo`: exactly k keys
+  are >= t; `at_hi`: exactly k - 1 keys are > t; otherwise (neither)
+  count(>= t) = c_lo and count(> t) = c_hi."""
+
+  t: jax.Array
+  at_lo: jax.Array
+  at_hi: jax.Array
+  c_lo: _Count
+  c_hi: _Count
+  steps: jax.Array
+
+
 _NO_KEY = 0xFFFFFFFF  # "no such key" for min reductions (real keys are <= _KEY_MAX)
 
 
-def _leaf_stats(key: jax.Array, v) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(count of keys >= v, smallest key >= v, largest key < v) of one leaf.
+def _leaf_stats(key: jax.Array, *vs) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+  """For each threshold v: (count of keys >= v, smallest key >= v, largest
+  key < v) of one leaf, all in one pass.
 
   One variadic reduce: XLA:CPU runs it as a single fused loop (a plain
   `jnp.sum` of a comparison materializes the comparison and reduces it in a
   tree of passes, ~5x slower), and the SPMD partitioner reduces it per shard
   and all-gathers the per-shard scalars. Empty-set results: `_NO_KEY` / 0.
   """
-  ge = key >= v
-  init = (jnp.int32(0), jnp.uint32(_NO_KEY), jnp.uint32(0))
-  ops = (ge.astype(jnp.int32), jnp.where(ge, key, jnp.uint32(_NO_KEY)), jnp.where(ge, jnp.uint32(0), key))
-  return jax.lax.reduce(ops, init, lambda a, b: (a[0] + b[0], jnp.minimum(a[1], b[1]), jnp.maximum(a[2], b[2])),
-                        tuple(range(key.ndim)))
+  ops, init = [], []
+  for v in vs:
+    ge = key >= v
+    ops += [ge.astype(jnp.int32), jnp.where(ge, key, jnp.uint32(_NO_KEY)), jnp.where(ge, jnp.uint32(0), key)]
+    init += [jnp.int32(0), jnp.uint32(_NO_KEY), jnp.uint32(0)]
+
+  def combine(x, y):
+    out = []
+    for i in range(0, len(x), 3):
+      out += [x[i] + y[i], jnp.minimum(x[i + 1], y[i + 1]), jnp.maximum(x[i + 2], y[i + 2])]
+    return tuple(out)
+
+  red = jax.lax.reduce(tuple(ops), tuple(init), combine, tuple(range(key.ndim)))
+  return [tuple(red[i:i + 3]) for i in range(0, len(red), 3)]
 
 
-def _stats(keys: Sequence[jax.Array], v) -> tuple[_Count, jax.Array, jax.Array]:
-  """`_leaf_stats` over all leaves, the count as an exact `_Count`."""
-  total, mn, mx = _Count.const(0), jnp.uint32(_NO_KEY), jnp.uint32(0)
+def _stats(keys: Sequence[jax.Array], *vs) -> list[tuple[_Count, jax.Array, jax.Array]]:
+  """`_leaf_stats` over all leaves, the counts as exact `_Count`s."""
+  out = [(_Count.const(0), jnp.uint32(_NO_KEY), jnp.uint32(0)) for _ in vs]
   for key in keys:
-    c, lmn, lmx = _leaf_stats(key, v)
-    total, mn, mx = total + _Count.of(c), jnp.minimum(mn, lmn), jnp.maximum(mx, lmx)
-  return total, mn, mx
+    for i, (c, mn, mx) in enumerate(_leaf_stats(key, *vs)):
+      tc, tmn, tmx = out[i]
+      out[i] = (tc + _Count.of(c), jnp.minimum(tmn, mn), jnp.maximum(tmx, mx))
+  return out
+
+
+def _maybe(pred, fn, default):
+  """`fn()` if `pred` else `default`, as a while loop of at most one step:
+  unlike `lax.cond`, under `vmap` it runs `fn` only if some member needs it."""
+  return jax.lax.while_loop(lambda c: c[0], lambda c: (jnp.zeros_like(c[0]), fn()), (jnp.asarray(pred), default))[1]
 
 
 def _count(pred: jax.Array) -> jax.Array:
   """Number of True entries (int32) in one fused pass (see `_leaf_stats`)."""
-  return _leaf_stats(jnp.where(pred, jnp.uint32(1), jnp.uint32(0)), jnp.uint32(1))[0]
+  return _leaf_stats(jnp.where(pred, jnp.uint32(1), jnp.uint32(0)), jnp.uint32(1))[0][0]
 
 
 # -- keys, samples, selection --------------------------------------------------
@@ -293,7 +323,7 @@ def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Coun
   about 3 x 31 steps. It stops when the bracket holds one value, or its
   lower end is a key with exactly k keys at or above it (t = lo), or its
   upper end a key with exactly k - 1 above it (t = hi - 1).
-  Returns (t, steps).
+  Returns a `_Found`.
   """
   kc, k1 = _Count.const(k), _Count.const(k - 1)
   kf = jnp.float32(k - 0.5)
@@ -316,7 +346,7 @@ def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Coun
     off = jnp.floor(frac * width.astype(jnp.float32)).astype(jnp.uint32)
     off = jnp.where(it % 3 == 2, width // 2, jnp.clip(off, jnp.uint32(1), width - 1))
     mid = lo + off
-    cm, above, below = _stats(keys, mid)
+    [(cm, above, below)] = _stats(keys, mid)
     ok = cm.ge(kc)  # t >= mid: the new lower end is the smallest key >= mid
     pick = lambda x, y: jax.tree.map(lambda a, b: jnp.where(ok, a, b), x, y)
     return (jnp.where(ok, above, lo), jnp.where(ok, hi, below + 1), pick(cm, c_lo), pick(c_hi, cm),
@@ -324,45 +354,38 @@ def _search(keys: Sequence[jax.Array], k: int, lo, hi, c_lo: _Count, c_hi: _Coun
 
   init = (jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), c_lo, c_hi, jnp.asarray(lo_is_key),
           jnp.asarray(hi_is_key), jnp.int32(0))
-  out = jax.lax.while_loop(cond, body, init)
-  at_lo, at_hi = ends(*out[:6])
-  return jnp.where(at_hi & ~at_lo, out[1] - 1, out[0]), out[6]
+  lo, hi, c_lo, c_hi, lo_is_key, hi_is_key, steps = jax.lax.while_loop(cond, body, init)
+  at_lo, at_hi = ends(lo, hi, c_lo, c_hi, lo_is_key, hi_is_key)
+  at_hi = at_hi & ~at_lo
+  return _Found(jnp.where(at_hi, hi - 1, lo), at_lo, at_hi, c_lo, c_hi, steps)
 
 
-def kth_largest_key(keys: Sequence[jax.Array], k: int, *, bracket=None):
-  """The k-th largest key over all `keys` (1 <= k <= total size), found by
-  counting passes (sharded reductions; see `_search`). `bracket=(lo, hi)`
-  (uint32 scalars, lo <= hi) is checked with two counting passes, which also
-  give the side to search when it misses. No `lax.cond`, so that a `vmap`
-  over same-shaped tensors does not run untaken branches.
-  Returns (t, count(keys >= t), count(keys > t), search steps), the counts
-  as `_Count`."""
+def _find(keys: Sequence[jax.Array], k: int, bracket=None) -> "_Found":
+  """`_search` from `bracket=(lo, hi)` (uint32 scalars, lo <= hi), checked
+  with one counting pass that also gives the side to search when it misses;
+  the full key range without one. No `lax.cond`, so that a `vmap` over
+  same-shaped tensors does not run untaken branches."""
   n, zero = _Count.const(sum(x.size for x in keys)), _Count.const(0)
   top = jnp.uint32(_KEY_MAX + 1)
   if bracket is None:
-    start = (jnp.uint32(0), top, n, zero, False, False)
-  else:
-    c_lo, lo, below_lo = _stats(keys, bracket[0])
-    c_hi, above_hi, below_hi = _stats(keys, bracket[1] + 1)  # keys <= 0x7FFFFFFF: bracket[1] + 1 <= 2**31
-    kc = _Count.const(k)
-    too_high, too_low = ~c_lo.ge(kc), c_hi.ge(kc)  # t < bracket[0]; t > bracket[1]
-    sel = lambda cond, a, b: jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
-    start = (lo, below_hi + 1, c_lo, c_hi, True, True)
-    start = sel(too_high, (jnp.uint32(0), below_lo + 1, n, c_lo, False, True), start)
-    start = sel(too_low, (above_hi, top, c_hi, zero, True, False), start)
-  t, steps = _search(keys, k, *start)
-  c_ge, c_gt = _counts_ge_gt(keys, t)
-  return t, c_ge, c_gt, steps
+    return _search(keys, k, jnp.uint32(0), top, n, zero, False, False)
+  # keys <= 0x7FFFFFFF, so bracket[1] + 1 <= 2**31
+  (c_lo, lo, below_lo), (c_hi, above_hi, below_hi) = _stats(keys, bracket[0], bracket[1] + 1)
+  kc = _Count.const(k)
+  too_high, too_low = ~c_lo.ge(kc), c_hi.ge(kc)  # t < bracket[0]; t > bracket[1]
+  sel = lambda cond, a, b: jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+  start = (lo, below_hi + 1, c_lo, c_hi, True, True)
+  start = sel(too_high, (jnp.uint32(0), below_lo + 1, n, c_lo, False, True), start)
+  start = sel(too_low, (above_hi, top, c_hi, zero, True, False), start)
+  return _search(keys, k, *start)
 
 
-def _counts_ge_gt(keys: Sequence[jax.Array], t) -> tuple[_Count, _Count]:
-  """(count(keys >= t), count(keys > t)), one fused pass per leaf."""
-  ge, gt = _Count.const(0), _Count.const(0)
-  for key in keys:
-    a, b = jax.lax.reduce(((key >= t).astype(jnp.int32), (key > t).astype(jnp.int32)), (jnp.int32(0), jnp.int32(0)),
-                          lambda x, y: (x[0] + y[0], x[1] + y[1]), tuple(range(key.ndim)))
-    ge, gt = ge + _Count.of(a), gt + _Count.of(b)
-  return ge, gt
+def kth_largest_key(keys: Sequence[jax.Array], k: int, *, bracket=None) -> tuple[jax.Array, jax.Array]:
+  """The k-th largest key over all `keys` (1 <= k <= total size), by
+  counting passes (sharded reductions; see `_search`), starting from
+  `bracket=(lo, hi)` when given and right. Returns (key, search steps)."""
+  f = _find(keys, k, bracket)
+  return f.t, f.steps
 
 
 def _flat_index(shape) -> jax.Array:
@@ -395,22 +418,36 @@ def _tie_cut(key: jax.Array, t, r, e) -> jax.Array:
   return lo
 
 
+def _first_tied(key: jax.Array, t) -> jax.Array:
+  """Flat index of the first entry equal to `t` (key.size if none)."""
+  return jnp.min(jnp.where(key == t, _flat_index(key.shape), jnp.int32(key.size)))
+
+
 def _exact_masks(keys: list[jax.Array], k: int, sample_size: int) -> list[jax.Array]:
-  bracket = _sample_bracket(keys, k, sample_size)
-  t, c_ge, c_gt, _ = kth_largest_key(keys, k, bracket=bracket)
-  r = _Count.const(k) - c_gt  # tied entries to zero, 1 <= r <= c_ge - c_gt
+  """Masks of the exact rule. After the search, one of three cases holds:
+  exactly k keys are >= t (zero all entries >= t: no extra pass); exactly
+  k - 1 are > t (zero those and the first entry equal to t: one min pass);
+  or the counts at and above t are known and the r = k - count(> t) first
+  tied entries are found by `_tie_cut` (a bisection only if t is tied)."""
+  f = _find(keys, k, _sample_bracket(keys, k, sample_size))
+  t, zero = f.t, jnp.int32(0)
+  plain = ~(f.at_lo | f.at_hi)
+  r = jnp.where(plain, (_Count.const(k) - f.c_hi).clip_int32(jnp.int32(_INT32_MAX)), zero)
+  e = jnp.where(plain, (f.c_lo - f.c_hi).clip_int32(jnp.int32(_INT32_MAX)), zero)
   if len(keys) == 1:
-    e = (c_ge - c_gt).clip_int32(jnp.int32(keys[0].size))
-    cuts = [_tie_cut(keys[0], t, r.clip_int32(e), e)]
-  else:  # global scope: split r over the leaves in order (only when t is tied)
+    key, n = keys[0], jnp.int32(keys[0].size)
+    first = _maybe(f.at_hi, lambda: _first_tied(key, t), n)
+    cut = jnp.where(f.at_lo, n, jnp.where(f.at_hi, first + 1, _tie_cut(key, t, r, e)))
+    cuts = [cut]
+  else:  # global scope (never vmapped): per-leaf tie counts, in leaf order
     def split():
-      cuts, before = [], _Count.const(0)
+      cuts, before, rc = [], _Count.const(0), _Count.of(jnp.where(f.at_hi, 1, r))
       for key in keys:
-        e = _count(key == t)
-        cuts.append(_tie_cut(key, t, (r - before).clip_int32(e), e))
-        before = before + _Count.of(e)
+        e_l = _count(key == t)
+        cuts.append(_tie_cut(key, t, (rc - before).clip_int32(e_l), e_l))
+        before = before + _Count.of(e_l)
       return cuts
-    all_tied = (c_ge - c_gt - r).clip_int32(jnp.int32(1)) == 0
+    all_tied = f.at_lo | (plain & (r == e))
     cuts = jax.lax.cond(all_tied, lambda: [jnp.int32(x.size) for x in keys], split)
   return [(key > t) | ((key == t) & (_flat_index(key.shape) < cut)) for key, cut in zip(keys, cuts)]
 
