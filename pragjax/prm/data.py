@@ -248,6 +248,9 @@ class PrmIterator:
     return {"grain": self._it.get_state(), "num_dropped": self._num_dropped}
 
   def set_state(self, state: dict) -> None:
+    state = dict(state)
+    if "grain" not in state:  # written before dropped groups were counted: the grain state alone
+      state = {"grain": state, "num_dropped": 0}
     self._it.set_state(dict(state["grain"]))
     self._num_dropped = int(state["num_dropped"])
 
