@@ -28,6 +28,8 @@ Fields beyond common.py:
   sami.max_new_tokens     longest sampled response (tokens; EOS excluded from scoring)
   sami.sample_batch       prompts per generate call
   sami.score_batch        queries per C x C scoring forward (held-out MI bound)
+  sami.pad_multiple       sampled prompts and scored sequences are padded to a multiple of this (fewer compiled
+                          shapes; training batches use train.length_bucket)
   sami.max_length         prompt + response tokens kept per scored sequence (responses are cut)
   sami.train_queries      toy: training queries per iteration (files: 0 = every training query)
   sami.heldout_queries    held-out queries for the MI bound and the win rate (files: 0 = every held-out query)
@@ -65,6 +67,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
       iterations=3, init_from="previous", num_principles=2, num_constitutions=2, include_positive=True,
       constitutions_dir="", prompt_template=TOY_TEMPLATE, line_format="{i}. {text}", reduction="mean",
       temperature=1.0, top_p=0.0, max_new_tokens=12, sample_batch=256, score_batch=32, max_length=48,
+      pad_multiple=16,
       train_queries=512, heldout_queries=200))
   c.data.update(queries_path="", query_field="query", heldout_buckets=10)
   c.judge = ConfigDict(dict(kind="programmatic", model="", template=JUDGE_TEMPLATE, answers=(" A", " B"),
@@ -85,13 +88,15 @@ def get_config(arg: str = "toy") -> ConfigDict:
     c.model = common.model_config(path="", builtin="")
     c.world.name = ""
     c.sami.update(prompt_template=REAL_TEMPLATE, train_queries=0, heldout_queries=0, max_new_tokens=128,
-                  max_length=1024, temperature=1.0, sample_batch=64, score_batch=4)
+                  max_length=1024, temperature=1.0, sample_batch=64, score_batch=4, pad_multiple=64)
     c.data.update(query_field="question")
+    c.train.length_bucket = 64
     c.judge.kind = "logprob"
     # The paper: RMSprop, lr 5e-7, one pass per iteration, 3 iterations, no KL term, no reference.
     c.optim = common.optim_config(name="rmsprop", lr=5e-7, decay=0.99, schedule="constant", clip_norm=1.0)
     if arg == "tiny":
-      c.sami.update(iterations=2, max_new_tokens=12, max_length=256, sample_batch=8, score_batch=2)
+      c.sami.update(iterations=2, max_new_tokens=12, max_length=256, sample_batch=8, score_batch=2, pad_multiple=128)
+      c.train.length_bucket = 128
       c.train.update(batch_size=8, log_every=1, checkpoint_every=1, progress=False)
       c.judge.update(batch_size=2, max_length=512)
       c.optim.lr = 1e-3

@@ -96,6 +96,7 @@ def sample_groups(model: runner.LoadedModel, queries: Sequence[str], sets: Seque
 
   resp = sampling.sample(model.model, model.tokenizer, prompts, rng=rng, max_new_tokens=sc.max_new_tokens,
                          temperature=sc.temperature, top_p=sc.top_p or None, batch_size=sc.sample_batch,
+                         pad_multiple=sc.pad_multiple,
                          progress=progress)
   out, k = [], 0
   for q, cs in zip(queries, sets):
@@ -115,7 +116,8 @@ def heldout_scores(model: runner.LoadedModel, groups: Sequence[Group], sc) -> di
   """MI bound of `model` on held-out groups sampled from it, and response lengths."""
   examples = group_examples(groups, model.tokenizer, sc)
   L = scoring.score_groups(model.model, examples, pad_id=model.tokenizer.pad_token_id or 0,
-                           reduction=sc.reduction, batch_size=sc.score_batch)
+                           reduction=sc.reduction, batch_size=sc.score_batch,
+                           length_bucket=sc.pad_multiple)
   loss, n = per_query_loss(L)
   bound = np.log(np.asarray(n)) - np.asarray(loss)
   pos = [g.responses[0] for g in groups]
