@@ -35,10 +35,11 @@ Threshold selection (`mode`):
   its shard and only scalars are exchanged. The candidates interpolate the
   counts in key space, every third one bisects, and the bracket ends snap to
   real keys (see `_search`); the search starts from a bracket read off a
-  sample (below) and checked by two counts. Typical cost: 2 + 4-7 + 1
-  passes per tensor (measured in benchmarks/README.md); worst case about
-  3 x 31 passes, always exact. When the k-th key is tied, a bisection on the
-  flat index (only then) finds where the tied entries stop being zeroed.
+  sample (below) and checked by one pass. Typical cost: 1 + 4-7 passes per
+  tensor, +1 when the search ends just above the k-th key (overheads in
+  benchmarks/README.md); worst case about 3 x 31 passes, always exact. When
+  the k-th key is tied, a bisection on the flat index (only then) finds
+  where the tied entries stop being zeroed.
 - **"approx"**: the threshold is the exact k-th largest key of a sample of
   about `sample_size` entries per tensor (per tree for scope="global",
   leaves contributing in proportion to their size), found as above on the
@@ -215,7 +216,8 @@ def _stats(keys: Sequence[jax.Array], *vs) -> list[tuple[_Count, jax.Array, jax.
 def _maybe(pred, fn, default):
   """`fn()` if `pred` else `default`, as a while loop of at most one step:
   unlike `lax.cond`, under `vmap` it runs `fn` only if some member needs it."""
-  return jax.lax.while_loop(lambda c: c[0], lambda c: (jnp.zeros_like(c[0]), fn()), (jnp.asarray(pred), default))[1]
+  body = lambda c: (jnp.zeros_like(c[0]), fn())
+  return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), default))[1]
 
 
 def _count(pred: jax.Array) -> jax.Array:
@@ -490,7 +492,8 @@ def _approx_threshold(samples: jax.Array, k: int, total: int) -> jax.Array:
 def _check_sizes(keys: Sequence[jax.Array]) -> None:
   for x in keys:
     if x.size > _INT32_MAX:
-      raise ValueError(f"ignore_topk: a tensor of {x.size} entries exceeds the 2**31 - 1 limit of its flat index")
+      raise ValueError(f"ignore_topk: a tensor of {x.size} entries exceeds the 2**31 - 1 limit"
+                       " of its flat index")
 
 
 def _masks_for(keys: list[jax.Array], fraction: float, mode: str, sample_size: int) -> list[jax.Array]:
@@ -522,7 +525,8 @@ def topk_masks(tree: Any, fraction: float, *, scope: str = "tensor", mode: str =
   return jax.tree.unflatten(treedef, masks)
 
 
-def _per_tensor_masks(leaves: list[jax.Array], fraction: float, mode: str, sample_size: int) -> list[jax.Array]:
+def _per_tensor_masks(leaves: list[jax.Array], fraction: float, mode: str,
+                      sample_size: int) -> list[jax.Array]:
   """Masks per tensor; tensors of one shape (e.g. the same weight in every
   layer) are stacked and handled by one `vmap`ped search, which compiles
   once and runs one loop for all of them."""
@@ -586,7 +590,8 @@ def _prune_delta(params_before, params_after, fraction, scope, mode, sample_size
   deltas = jax.tree.map(lambda b, a: jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32),
                         params_before, params_after)
   masks = topk_masks(deltas, fraction, scope=scope, mode=mode, sample_size=sample_size)
-  return jax.tree.map(lambda b, a, m: jnp.where(m, jnp.asarray(b, a.dtype), a), params_before, params_after, masks)
+  keep = lambda b, a, m: jnp.where(m, jnp.asarray(b, a.dtype), a)
+  return jax.tree.map(keep, params_before, params_after, masks)
 
 
 def ignore_topk(fraction: float, *, scope: str = "tensor", mode: str = "exact",
