@@ -141,8 +141,7 @@ def score_all(fn, params, inputs: dict[str, np.ndarray], batch: int) -> np.ndarr
 
 def summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
   """log10 priming (mean over valid prompt rows) and memorization (last column) per sample."""
-  big = np.where(valid, logp_after, -np.inf), np.where(valid, logp_before, 0.0)
-  d = big[0] - big[1]
+  d = np.where(valid, logp_after - logp_before, -np.inf)  # padded prompt rows drop out of the mean
   m = np.max(d, axis=1, keepdims=True)
   prime = (m[:, 0] + np.log(np.sum(np.exp(d - m), axis=1) / valid.sum(axis=1))) / scores.LN10
   return {"log10_priming": prime,
@@ -247,9 +246,9 @@ def run(config, workdir: str, log=print) -> dict:
   inj = config.inject
   lm = runner.load_model(dict(config.model))
   tok = lm.tokenizer
-  samples, prompts, docs = toy_world(config) if config.world.name == "knowledge" else file_world(config)
   if config.world.name not in ("knowledge", ""):
     raise ValueError(f"config.world.name={config.world.name!r}; expected 'knowledge' or ''")
+  samples, prompts, docs = toy_world(config) if config.world.name == "knowledge" else file_world(config)
   log(f"{len(samples)} samples, {sum(map(len, prompts.values()))} thematic prompts, {len(docs)} background docs")
 
   rows = injection.document_rows(tok, docs, inj.seq_len, packing=config.data.packing)
