@@ -8,7 +8,8 @@ Variants:
   real    a local HF checkpoint (--config.model.path) with JSONL background
           data, samples and thematic prompts (--config.data.*), stepping
           stones by the model's own rewrites (stepping_stone.mode=model);
-          CI exercises it with a tiny random llama.
+          CI exercises it with a tiny random llama. The runs are vmapped on
+          one device (`mesh.*` is not used yet: no sharded injection runs).
 
 Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
 `train.*` is unused):
