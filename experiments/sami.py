@@ -84,6 +84,43 @@ def _task(config):
   return train, held, constitutions.load_principles(sc.constitutions_dir), None, None, None
 
 
+def load_model(config, path: str = ""):
+  """The base model (`path` "" = `config.model`) or an iteration's exported HF directory, on the config's mesh."""
+  from pragjax import sharding as sharding_lib
+
+  spec = dict(config.model)
+  if path:
+    spec.update(path=path, tokenizer="")
+  return runner.load_model(spec, sharding_lib.mesh_from_config(dict(config.mesh)))
+
+
+def train_pass(config, workdir: str, examples, model, *, on_log=None, export_hf: bool = True):
+  """One SAMI training pass over the C x C groups with the one train step (`runner.train_lm`).
+
+  `train.batch_size` queries per step, `train.epochs` passes (`train.steps` >
+  0 overrides), `sami.reduction`; `model`'s arrays are donated to the train
+  state; the result is exported to `workdir/hf` (unless `export_hf=False`);
+  a killed pass resumes from `workdir/checkpoints`.
+  """
+  import functools
+
+  from pragjax.sami import batches, training
+
+  tc = config.train
+  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
+
+  def make_data(tok):
+    return batches.GroupIterator(examples, batch_size=tc.batch_size, seed=config.seed,
+                                 pad_id=tok.pad_token_id or 0, length_bucket=tc.length_bucket)
+
+  config = config.copy_and_resolve_references()
+  config.train.export_hf = export_hf  # the iterations keep each iteration's model in HF layout
+  return runner.train_lm(
+      config, workdir, model=model, on_log=on_log, make_data=make_data, num_steps=steps,
+      loss_fn_builder=functools.partial(training.make_sami_loss_fn, reduction=config.sami.reduction),
+      flops_seq_len=max(len(ids) for e in examples for ids, _ in e["sequences"]))
+
+
 def run(config, workdir: str, log=print) -> dict:
   """Runs (or resumes) the configured SAMI iterations; returns the report (also WORKDIR/report.json)."""
   from pragjax.eval import sami_eval
@@ -96,8 +133,11 @@ def run(config, workdir: str, log=print) -> dict:
   judge = _judge(config, toy_judge)
   evaluate = sami_eval.make_evaluate(judge, seed=config.seed, line_format=config.sami.line_format,
                                      meta_fn=meta, world_metrics=world_metrics)
-  report = iterate.run_iterations(config, workdir, train_queries=train, heldout_queries=held, library=library,
-                                  evaluate=evaluate, log=log)
+  report = iterate.run_iterations(
+      config, workdir, train_queries=train, heldout_queries=held, library=library,
+      load_model=lambda path: load_model(config, path),
+      train_pass=lambda d, examples, init: train_pass(config, d, examples, init),
+      evaluate=evaluate, log=log)
   report["table"] = sami_eval.format_table(report["rows"])
   if config.report.plot and report["rows"] and not report["preempted"]:
     report["plot"] = sami_eval.plot(report["rows"], os.path.join(workdir, "sami.png"),

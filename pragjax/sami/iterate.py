@@ -34,8 +34,7 @@ import numpy as np
 
 from pragjax import sharding as sharding_lib
 from pragjax.objectives.sami import per_query_loss
-from pragjax.sami import batches, constitutions as const_lib, sampling, scoring, training
-from pragjax.train import runner
+from pragjax.sami import batches, constitutions as const_lib, sampling, scoring
 
 INIT_FROM = ("previous", "base")
 
@@ -83,7 +82,7 @@ def prompt_text(sc, constitution: const_lib.Constitution, query: str) -> str:
   return batches.render_prompt(sc.prompt_template, constitution.text(sc.line_format), query)
 
 
-def sample_groups(model: runner.LoadedModel, queries: Sequence[str], sets: Sequence[Sequence], sc, *,
+def sample_groups(model, queries: Sequence[str], sets: Sequence[Sequence], sc, *,
                   rng: jax.Array, log=print, what: str = "") -> list[Group]:
   """One response per (query, constitution) with the project's sampler (`sami.temperature`, `top_p`, ...)."""
   prompts = [prompt_text(sc, c, q) for q, cs in zip(queries, sets) for c in cs]
@@ -112,7 +111,7 @@ def group_examples(groups: Sequence[Group], tokenizer, sc) -> list[dict]:
           for n, g in enumerate(groups)]
 
 
-def heldout_scores(model: runner.LoadedModel, groups: Sequence[Group], sc) -> dict:
+def heldout_scores(model, groups: Sequence[Group], sc) -> dict:
   """MI bound of `model` on held-out groups sampled from it, and response lengths."""
   examples = group_examples(groups, model.tokenizer, sc)
   L = scoring.score_groups(model.model, examples, pad_id=model.tokenizer.pad_token_id or 0,
@@ -129,24 +128,26 @@ def heldout_scores(model: runner.LoadedModel, groups: Sequence[Group], sc) -> di
           "ended_rate": float(np.mean([r.ended for g in groups for r in g.responses]))}
 
 
-def _load(config, path: str, mesh) -> runner.LoadedModel:
-  spec = dict(config.model)
-  if path:
-    spec.update(path=path, tokenizer="")
-  return runner.load_model(spec, mesh)
-
-
 def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldout_queries: Sequence[str],
-                   library: Sequence[const_lib.Principle],
+                   library: Sequence[const_lib.Principle], load_model: Callable[[str], Any],
+                   train_pass: Callable[[str, list[dict], Any], tuple[Any, Any]],
                    evaluate: Callable[[int, list[Group], list[Group]], dict] | None = None,
                    log: Callable[[str], None] = print) -> dict:
-  """Runs (or resumes) `sami.iterations` SAMI iterations (module docstring) -> report with one row per iteration."""
+  """Runs (or resumes) `sami.iterations` SAMI iterations (module docstring) -> report with one row per iteration.
+
+  The caller supplies the engine: `load_model(path)` ("" = the base model;
+  else an HF directory written by a previous iteration) -> a loaded model
+  (`.model`, `.tokenizer`), and `train_pass(workdir, examples, init_model)`
+  -> (loop result, trained model), which must export the trained model in HF
+  layout under `workdir/hf` and resume from `workdir`'s checkpoints
+  (`experiments.sami` passes `pragjax.train.runner` functions).
+  """
   sc = config.sami
   batches.check_template(sc.prompt_template, "sami.prompt_template")
   scoring.check_reduction(sc.reduction)
   if sc.init_from not in INIT_FROM:
     raise ValueError(f"sami.init_from must be one of {INIT_FROM}, got {sc.init_from!r}")
-  workdir = runner.prepare_workdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   heldout_sets = constitution_sets(library, len(heldout_queries), (config.seed, 0x4845), sc)
   rows: list[dict] = []
@@ -168,9 +169,9 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       t0 = time.time()
       row: dict[str, Any] = {"iteration": k}
       if k == 0:
-        model = _load(config, "", mesh)
+        model = load_model("")
       else:
-        current = _load(config, prev_path, mesh)
+        current = load_model(prev_path)
         groups_path = os.path.join(d, "train_groups.json")
         if os.path.exists(groups_path):
           groups = [Group.from_json(g) for g in _read_json(groups_path)]
@@ -182,11 +183,10 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
           _write_json(groups_path, [g.to_json() for g in groups])
         row["sample_seconds"] = time.time() - t0
         examples = group_examples(groups, current.tokenizer, sc)
-        init = current if sc.init_from == "previous" else _load(config, "", mesh)
+        init = current if sc.init_from == "previous" else load_model("")
         log(f"iteration {k}: training one pass on {len(examples)} groups (init: {sc.init_from})")
         t1 = time.time()
-        config.train.export_hf = True  # each iteration's model is kept in HF layout
-        result, model = training.train_pass(config, d, examples, init)
+        result, model = train_pass(d, examples, init)  # exports iteration K's model to iter_K/hf
         if result.preempted:
           log(f"iteration {k}: preempted at step {result.step}; rerun the same command to resume")
           return {"rows": rows, "preempted": True}

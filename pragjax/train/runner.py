@@ -175,6 +175,7 @@ def train_lm(
     ref_fn_builder: Callable[[nnx.GraphDef], Callable] | None = None,
     num_steps: int | None = None,
     flops_factor: float = 1.0,
+    flops_seq_len: int | None = None,
 ) -> tuple[LoopResult, LoadedModel]:
   """Fine-tunes (or pretrains) a causal LM with the one train step.
 
@@ -197,6 +198,7 @@ def train_lm(
     num_steps: optimizer steps (default `train.steps`).
     flops_factor: model FLOPs per token relative to one train step (e.g. 4/3
       with an in-step reference forward), for the MFU display.
+    flops_seq_len: sequence length for the FLOPs estimate (default `train.seq_len`).
   """
   workdir = prepare_workdir(workdir)
   tc = config.train
@@ -247,7 +249,7 @@ def train_lm(
     result = run(
         state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
         to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
-        flops_per_token=train_flops_per_token(model.config, tc.seq_len) * flops_factor,
+        flops_per_token=train_flops_per_token(model.config, flops_seq_len or tc.seq_len) * flops_factor,
         peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log,
     )
     checkpointer.close()
