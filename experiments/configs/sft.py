@@ -22,7 +22,10 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.world = ConfigDict(dict(num_records=4000, eval_problems=200))
   c.train = common.train_config(steps=60, batch_size=16, seq_len=128, log_every=10, checkpoint_every=20,
                                 debug_nan_step=0)
-  c.optim = common.optim_config(lr=5e-4, schedule="constant", warmup_steps=5)
+  # The built-in model ended pretraining at lr 1.5e-4 (cosine from 3e-3); fine-tuning it at 5e-4 on more of the
+  # same distribution lowered held-out accuracy (0.345 -> 0.275 on 200 problems), at 1e-4 it stays within noise
+  # (0.320; 2e-5: 0.325): the toy row shows the pipeline, not a gain, since the model has seen this distribution.
+  c.optim = common.optim_config(lr=1e-4, schedule="constant", warmup_steps=5)
   if arg == "toy":
     pass
   elif arg == "llama8b":
