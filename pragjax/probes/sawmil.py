@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import NamedTuple, Sequence
 
 import jax
@@ -290,6 +291,10 @@ def _check_inputs(bags, bag_mask, labels=None):
   return bag_mask, positive
 
 
+class NotConvergedWarning(UserWarning):
+  """An SVM stage of `SAwMIL.fit` hit its iteration cap before its duality-gap stopping rule."""
+
+
 @dataclasses.dataclass
 class SAwMIL:
   """sklearn-like sAwMIL probe (see the module docstring for every stage and parameter).
@@ -368,6 +373,14 @@ class SAwMIL:
         "stage2_gap": float(fit.stage2.gap[0]), "stage2_iterations": int(fit.stage2.iterations[0]),
         "stage2_converged": bool(fit.stage2.converged[0]), "train_bags": int(len(positive)),
         "train_tokens": int(mask.sum())}
+    for stage, sol in (("stage 1 (sMIL)", fit.stage1), ("stage 2 (SVM)", fit.stage2)):
+      if not bool(sol.converged[0]):
+        rel = float(sol.gap[0]) / max(abs(float(sol.primal[0])), 1e-30)
+        warnings.warn(
+            f"sAwMIL {stage} stopped after {int(sol.iterations[0])} iterations with relative duality gap "
+            f"{rel:.2e} > tol={self.tol:g}: not solved to the stopping rule; raise max_epochs "
+            f"({self.max_epochs}, DCD solver) or max_iters ({self.max_iters}, FISTA)", NotConvergedWarning,
+            stacklevel=2)
     return self
 
   def _cross_validate(self, bags, mask, intrabag, positive) -> float:

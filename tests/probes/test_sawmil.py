@@ -177,6 +177,14 @@ def test_fit_recovers_planted_direction_and_scores_bags():
   np.testing.assert_allclose(scores, np.where(mask[~train], token, -np.inf).max(axis=1), rtol=1e-4, atol=1e-4)
 
 
+def test_fit_warns_when_a_stage_stops_at_its_cap():
+  x, mask, labels, _ = _bags(6, b=80, t=6, d=8, signal=1.0)
+  with pytest.warns(sawmil.NotConvergedWarning, match="relative duality gap"):
+    probe = sawmil.SAwMIL(seed=0, C=1.0, max_bag_size=None, max_epochs=1, max_iters=1, tol=1e-9).fit(
+        x, mask, labels)
+  assert not (probe.diagnostics_["stage1_converged"] and probe.diagnostics_["stage2_converged"])
+
+
 def test_fit_rejects_bad_inputs():
   x, mask, labels, _ = _bags(6)
   with pytest.raises(ValueError, match="positive and negative"):
