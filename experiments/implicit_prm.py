@@ -24,7 +24,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from pragjax import sharding as sharding_lib
-from pragjax.data.jsonl import read_jsonl
+from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.train import runner
 
 _FLAGS = {}
@@ -51,9 +51,7 @@ def _cached(workdir: str, name: str, key: dict, make):
     if saved.get("key") == key:
       return saved["value"]
   value = make()
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump({"key": key, "value": value}, f)
+  write_json(path, {"key": key, "value": value})
   return value
 
 
@@ -99,7 +97,7 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
 def run_toy(config, workdir: str, mesh, log=print) -> dict:
   """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
   from pragjax.eval import best_of_n, prm_toy
-  from pragjax.prm import implicit, training
+  from pragjax.prm import implicit
   from pragjax.toyworld import arithmetic
 
   w, ev = config.world, config.eval
@@ -242,8 +240,7 @@ def run(config, workdir: str, log=print) -> dict:
       report = run_toy(config, workdir, mesh, log)
     else:
       report = run_real(config, workdir, mesh, log)
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=1, default=float)
+  write_json(os.path.join(workdir, "report.json"), report, indent=1)
   return report
 
 

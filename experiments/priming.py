@@ -34,7 +34,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from pragjax.data.jsonl import read_jsonl
+from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.eval import priming as scores
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import knowledge as kw
@@ -384,8 +384,7 @@ def run(config, workdir: str, log=print) -> dict:
                                          title=f"baseline, S={inj.steps} steps, {len(samples)} samples")
   report["table"] = format_table(report)
   report["seconds"] = time.time() - t_start
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=1, default=float)
+  write_json(os.path.join(workdir, "report.json"), report, indent=1)
   return report
 
 

@@ -11,7 +11,6 @@ hash), principles from `sami.constitutions_dir`, the log-probability judge.
 Rerunning the same command resumes (see `pragjax.sami.iterate`).
 """
 
-import json
 import os
 import sys
 
@@ -19,6 +18,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from pragjax.data.jsonl import write_json
 from pragjax.train import runner
 
 _FLAGS = {}
@@ -142,8 +142,7 @@ def run(config, workdir: str, log=print) -> dict:
   if config.report.plot and report["rows"] and not report["preempted"]:
     report["plot"] = sami_eval.plot(report["rows"], os.path.join(workdir, "sami.png"),
                                     title=f"SAMI ({config.world.name or config.model.path})")
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=1, default=float)
+  write_json(os.path.join(workdir, "report.json"), report, indent=1)
   return report
 
 

@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from pragjax import sharding as sharding_lib
 from pragjax.probes import activations, report
+from pragjax.data.jsonl import write_json
 from pragjax.train import runner
 
 LABELS = ("true", "false", "neither")
@@ -194,8 +195,7 @@ def _write(out, config, workdir, methods) -> None:
                                      title=f"{name}: probes per layer")
     for dst, per_layer in d["transfer"].items():
       d.setdefault("table_transfer", {})[dst] = report.format_layer_table(per_layer, methods)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=1, default=_json_default)
+  write_json(os.path.join(workdir, "results.json"), out, indent=1, default=_json_default)
 
 
 def _json_default(x):

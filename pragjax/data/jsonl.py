@@ -5,6 +5,8 @@
   in memory) and parses line `i` when asked for record `i`.
 - `read_jsonl(path)`: every record, parsed and checked eagerly.
 - `validate_jsonl(path, required_fields)`: every record has every field.
+- `write_json(path, value)`: one JSON document (reports, caches), written by
+  process 0 only and atomically (a kill mid-write never leaves a truncated file).
 
 Every failure is a `DataError` naming the file and the 1-based line number
 (`data.jsonl, line 3: invalid JSON (Expecting value at column 1)`).
@@ -17,6 +19,7 @@ import operator
 import os
 from typing import Iterator, Sequence
 
+import jax
 import numpy as np
 
 from pragjax.data.errors import DataError
@@ -151,3 +154,13 @@ def validate_jsonl(path, required_fields: Sequence[str]) -> int:
                       f"present: {sorted(record)})")
     count += 1
   return count
+
+
+def write_json(path: str, value, *, indent: int | None = None, default=float) -> None:
+  """Writes `value` as one JSON document at `path` (process 0 only; temp file + rename, so atomic)."""
+  if jax.process_index() != 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=indent, default=default)
+  os.replace(tmp, path)

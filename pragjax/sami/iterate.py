@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from pragjax import sharding as sharding_lib
+from pragjax.data.jsonl import write_json
 from pragjax.objectives.sami import per_query_loss
 from pragjax.sami import batches, constitutions as const_lib, sampling, scoring
 
@@ -54,15 +55,6 @@ class Group:
   def from_json(cls, d: Mapping) -> "Group":
     return cls(d["query"], [const_lib.Constitution.from_json(c) for c in d["constitutions"]],
                [sampling.Response.from_json(r) for r in d["responses"]])
-
-
-def _write_json(path: str, value) -> None:
-  if jax.process_index() != 0:
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, default=float)
-  os.replace(tmp, path)  # a kill mid-write never leaves a truncated file
 
 
 def _read_json(path: str):
@@ -180,7 +172,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
           sets = constitution_sets(library, len(train_queries), (config.seed, k), sc)
           groups = sample_groups(current, train_queries, sets, sc, rng=jax.random.key(config.seed * 1000 + k),
                                  log=log, what="train")
-          _write_json(groups_path, [g.to_json() for g in groups])
+          write_json(groups_path, [g.to_json() for g in groups])
         row["sample_seconds"] = time.time() - t0
         examples = group_examples(groups, current.tokenizer, sc)
         init = current if sc.init_from == "previous" else load_model("")
@@ -200,7 +192,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       else:
         groups_h = sample_groups(model, heldout_queries, heldout_sets, sc,
                                  rng=jax.random.key(config.seed * 1000 + 500 + k), log=log, what="held-out")
-        _write_json(heldout_path, [g.to_json() for g in groups_h])
+        write_json(heldout_path, [g.to_json() for g in groups_h])
       if k == 0:
         base_groups = groups_h
       row.update(heldout_scores(model, groups_h, sc))
@@ -208,7 +200,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
         row.update(evaluate(k, groups_h, base_groups))
       row["eval_seconds"] = time.time() - t2
       row["seconds"] = time.time() - t0
-      _write_json(eval_path, row)
+      write_json(eval_path, row)
       rows.append(row)
       log(f"iteration {k}: " + ", ".join(f"{m}={v:.4f}" if isinstance(v, float) else f"{m}={v}"
                                           for m, v in row.items() if not isinstance(v, (list, dict))))
