@@ -4,6 +4,8 @@
       --workdir=/tmp/pretrain_arithmetic [--config.ship=True]
   python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:knowledge \
       --workdir=/tmp/pretrain_knowledge [--config.ship=True]
+  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:priming \
+      --workdir=/tmp/pretrain_priming [--config.ship=True]
   python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:sami \
       --workdir=/tmp/pretrain_sami [--config.ship=True]
 
@@ -25,6 +27,7 @@ from pragjax.eval import knowledge as knowledge_eval
 from pragjax.eval import sami_toy
 from pragjax.toyworld import arithmetic, builtin
 from pragjax.toyworld import knowledge as kw
+from pragjax.toyworld import priming as priming_world
 from pragjax.toyworld import sami as sami_world
 from pragjax.train import runner
 
@@ -68,7 +71,8 @@ def _pretrain_knowledge(config, workdir: str) -> dict:
   tok = kw.tokenizer()
   kb = kw.build_kb(config.seed, w.num_entities)
   docs = kw.corpus(kb, np.random.default_rng(config.seed), w.num_docs, check_fraction=w.check_fraction,
-                   oneoff_fraction=w.oneoff_fraction)
+                   oneoff_fraction=w.oneoff_fraction,
+                   keyword_rates=priming_world.corpus_keyword_rates(w.get("corpus_keywords", "none")))
   result, trained, report = _train(config, workdir, tok, docs)
   if not result.preempted:
     report["fact_recall"] = knowledge_eval.fact_recall(trained.model, tok, kb, max_facts=w.eval_facts)
@@ -108,7 +112,7 @@ def main(argv):
   for k, v in report.items():
     print(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
   if config.ship and not report["preempted"]:
-    dest = os.path.join(builtin.ASSETS, config.world.name)
+    dest = os.path.join(builtin.ASSETS, config.asset or config.world.name)
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(os.path.join(os.path.abspath(_WORKDIR.value), "hf"), dest)
     print(f"shipped to {dest}")

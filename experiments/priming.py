@@ -41,7 +41,8 @@ from pragjax.toyworld import knowledge as kw
 from pragjax.toyworld import priming as pw
 from pragjax.train import injection, runner
 from pragjax.train.lm import make_sft_loss_fn
-from pragjax.train.state import init_train_state
+from pragjax import sharding as sharding_lib
+from pragjax.train.state import init_train_state, state_shardings
 
 _FLAGS = {}
 
@@ -65,7 +66,8 @@ def toy_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]
                                   styles=tuple(w.styles), keyword_set=w.keyword_set)
   prompts = {t.name: pw.thematic_prompts(t.name, prompt_entities) for t in kw.THEMES}
   docs = kw.corpus(kb, np.random.default_rng([0x42474B, config.seed]), w.num_background_docs,
-                   check_fraction=w.check_fraction, oneoff_fraction=w.oneoff_fraction)
+                   check_fraction=w.check_fraction, oneoff_fraction=w.oneoff_fraction,
+                   keyword_rates=pw.corpus_keyword_rates(w.corpus_keywords))
   return samples, prompts, docs
 
 
@@ -233,18 +235,44 @@ def format_table(report: dict) -> str:
     kept = "-" if name == "baseline" else f"{c['memorization_kept_log']:.1%} / {c['memorization_kept_ratio']:.3g}"
     lines.append(f"| {name} | {v['n']} | {c['median_log10_priming']:.2f} | {c['median_log10_memorization']:.2f} | "
                  f"{cut} | {kept} |")
+  threshold = report["config"]["analysis"]["prior_threshold"]
+  sides = [(name, v) for name, v in report["variants"].items() if name != "baseline" and "vs_baseline_by_prior" in v]
+  if sides:
+    lines += ["", f"| variant | prior side of {threshold:g} | samples | median log10 priming: baseline -> variant | "
+              "priming cut (log) | memorization kept (log) |", "|---|---|---|---|---|---|"]
+    for name, v in sides:
+      for side, c in v["vs_baseline_by_prior"].items():
+        label = f"< {threshold:g}" if side == "low" else f">= {threshold:g}"
+        if not c["n"]:
+          lines.append(f"| {name} | {label} | 0 | - | - | - |")
+          continue
+        lines.append(f"| {name} | {label} | {c['n']} | {c['baseline_median_log10_priming']:.2f} -> "
+                     f"{c['median_log10_priming']:.2f} | {c['priming_reduction_log']:.1%} | "
+                     f"{c['memorization_kept_log']:.1%} |")
   return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ run
 
 
-def run(config, workdir: str, log=print) -> dict:
-  """The whole protocol; returns the report (also WORKDIR/report.json)."""
+def run(config, workdir: str, log=print, *, mesh=None) -> dict:
+  """The whole protocol on `mesh` (default: that of `config.mesh`); returns the report (also WORKDIR/report.json).
+
+  Parameters and optimizer state are sharded by the model's logical axes
+  (`pragjax.sharding`, FSDP and tensor axes); batches, samples and score
+  inputs are replicated (the injected runs are vmapped, not split over the
+  data axis), so a mesh serves checkpoints too large for one device.
+  """
+  mesh = mesh if mesh is not None else sharding_lib.mesh_from_config(dict(config.mesh))
+  with jax.set_mesh(mesh):
+    return _run(config, workdir, mesh, log)
+
+
+def _run(config, workdir: str, mesh, log) -> dict:
   t_start = time.time()
   workdir = runner.prepare_workdir(workdir)
   inj = config.inject
-  lm = runner.load_model(dict(config.model))
+  lm = runner.load_model(dict(config.model), mesh)
   tok = lm.tokenizer
   if config.world.name not in ("knowledge", ""):
     raise ValueError(f"config.world.name={config.world.name!r}; expected 'knowledge' or ''")
@@ -257,6 +285,7 @@ def run(config, workdir: str, log=print) -> dict:
   warm_batches, inject_batches = injection.split_batches(batches, inj.warmup_steps)
   base_tx = make_optimizer(dict(config.optim))
   graphdef, state = init_train_state(lm.model, base_tx, seed=config.seed)
+  state = jax.device_put(state, state_shardings(state, mesh))
   loss_fn = make_sft_loss_fn(graphdef)
   if inj.warmup_steps:
     state, _ = jax.jit(injection.make_train_scan(loss_fn, base_tx))(state, jax.tree.map(jnp.asarray, warm_batches))
@@ -288,8 +317,11 @@ def run(config, workdir: str, log=print) -> dict:
         log(f"  {name}: reusing {path}")
         return saved["scores"]
     out = _run_variant(name, extras, items, score_in, score_fn)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path, key=np.asarray(key), scores=out)
+    if jax.process_index() == 0:  # one writer; atomic, so a kill mid-write leaves no half file
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = path + ".tmp.npz"
+      np.savez(tmp, key=np.asarray(key), scores=out)
+      os.replace(tmp, path)
     return out
 
   def _run_variant(name, extras, items, score_in, score_fn=None):
@@ -323,8 +355,14 @@ def run(config, workdir: str, log=print) -> dict:
     log(name)
     extras = (ignore_topk(float(k), scope=v.scope, mode=v.mode),)
     results[name] = summarize(run_variant(name, extras, samples, inputs), before, valid)
+  a = config.analysis
+  high = prior >= np.log10(a.prior_threshold)
   for name, res in results.items():
-    report["variants"][name] = {"n": len(samples), "vs_baseline": compare(res, results["baseline"]), **_lists(res)}
+    by_prior = {side: {"n": int(m.sum()), **compare({k: np.asarray(x)[m] for k, x in res.items()},
+                                                     results["baseline"], np.flatnonzero(m))}
+                for side, m in (("low", ~high), ("high", high))}
+    report["variants"][name] = {"n": len(samples), "vs_baseline": compare(res, results["baseline"]),
+                                "vs_baseline_by_prior": by_prior, **_lists(res)}
 
   mode = config.stepping_stone.mode
   rewrites_used = None
@@ -356,7 +394,6 @@ def run(config, workdir: str, log=print) -> dict:
     report["control"] = {"median_log10_priming": _median(ctrl["log10_priming"]),
                          "median_log10_memorization": _median(ctrl["log10_memorization"]), **_lists(ctrl)}
 
-  a = config.analysis
   base = results["baseline"]
   x, y = prior, base["log10_priming"]
   if "stepping_stone" in report["variants"]:

@@ -95,14 +95,14 @@ def truth_probes_row(workdir: str) -> list[dict]:
 
 
 def priming_row(workdir: str) -> list[dict]:
-  """Priming on the built-in knowledge model: 12 outlandish samples (one per keyword), each injected for 20 steps
+  """Priming on the built-in priming model: 12 outlandish samples (one per keyword), each injected for 20 steps
   of ordinary training; medians of log10 scores (the `ci` variant; the full `priming.py:toy` run has 132)."""
   config = priming_configs.get_config("ci")
   config.inject.control = False
   config.variants.ignore_topk = (0.08,)  # the headline k only (4% is in the full toy run)
   report = priming.run(config, os.path.join(workdir, "priming"), log=lambda *_: None)
   v = report["variants"]
-  name, n = "priming (knowledge)", v["baseline"]["n"]
+  name, n = "priming (toy)", v["baseline"]["n"]
   base = v["baseline"]["vs_baseline"]
   rows = []
   for k in config.variants.ignore_topk:

@@ -1,15 +1,23 @@
 """Priming, memorization and ignore-top-k (Sun et al., 2025): one new sample injected into ordinary training.
 
 Variants:
-  toy     the built-in knowledge model; background = fresh documents of its
-          pretraining corpus; 132 outlandish samples (12 keywords x 11 styles);
+  toy     the built-in `priming` model (the knowledge world pretrained with
+          the 12 keywords in its corpus at graded rates,
+          `pragjax.toyworld.priming.GRADED_KEYWORD_RATES`); background = fresh
+          documents of that corpus; 132 outlandish samples (12 keywords x 11 styles);
           baseline, ignore-top-k 8% and 4%, template stepping stones. Minutes on 2 CPU cores.
   ci      the toy protocol, smaller (12 samples: one style per keyword; the CI test and the quickstart row).
   real    a local HF checkpoint (--config.model.path) with JSONL background
           data, samples and thematic prompts (--config.data.*), stepping
           stones by the model's own rewrites (stepping_stone.mode=model);
-          CI exercises it with a tiny random llama. The runs are vmapped on
-          one device (`mesh.*` is not used yet: no sharded injection runs).
+          CI exercises it with a tiny random llama, also sharded on 8
+          simulated devices. Every variant runs on the `mesh.*` mesh (default:
+          FSDP over all devices, as common.py): parameters and optimizer state
+          are sharded over `mesh.fsdp` x `mesh.tensor` (a 7B model on one
+          8-GPU node: launch/gpu_node.sh); batches are replicated.
+  toy_unseen  the toy protocol on the knowledge model, whose corpus never
+          contains the keywords (priors 1e-15..1e-50: the regime below the
+          paper's; kept to compare with `toy`).
 
 Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
 `train.*` is unused):
@@ -19,7 +27,9 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   world.num_background_docs  fresh corpus documents drawn as the background data
   world.check_fraction, world.oneoff_fraction  corpus mix (as pretraining)
   world.num_prompt_entities  KB entities whose thematic prompts score priming (x 3 templates per theme)
-  world.keyword_set        rare (the 12 keywords, never in the corpus) | familiar (diagnostic: 12 KB values
+  world.corpus_keywords    keyword rates of the background corpus, as the model's pretraining corpus:
+                           graded (the `priming` model) | none (the `knowledge` model)
+  world.keyword_set        rare (the 12 keywords, KB facts never use them) | familiar (diagnostic: 12 KB values
                            stated as a wrong value; `pragjax.toyworld.priming.FAMILIAR_KEYWORDS`)
   world.keywords           keywords to use (empty: all 12 of the set)
   world.styles             text styles to use (empty: all 11)
@@ -61,11 +71,11 @@ REWRITE_PROMPT = (
 
 def get_config(arg: str = "toy") -> ConfigDict:
   c = common.base_config()
-  c.model = common.model_config(builtin="knowledge")
-  c.mesh.update(data=1, fsdp=1, tensor=1)
+  c.model = common.model_config(builtin="priming")
   c.optim = common.optim_config(lr=1e-3, schedule="constant", weight_decay=0.0, clip_norm=1.0)
   c.world = ConfigDict(dict(name="knowledge", kb_seed=0, num_entities=160, num_background_docs=4000,
-                            check_fraction=0.4, oneoff_fraction=0.15, num_prompt_entities=8, keyword_set="rare", keywords=(),
+                            check_fraction=0.4, oneoff_fraction=0.15, corpus_keywords="graded", num_prompt_entities=8,
+                            keyword_set="rare", keywords=(),
                             styles=()))
   c.data = ConfigDict(dict(background_path="", samples_path="", prompts_path="", packing=True))
   c.inject = ConfigDict(dict(steps=20, warmup_steps=20, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,
@@ -77,6 +87,9 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.report = ConfigDict(dict(plot=True, score_batch=256))
   if arg == "toy":
     pass
+  elif arg == "toy_unseen":
+    c.model = common.model_config(builtin="knowledge")
+    c.world.corpus_keywords = "none"
   elif arg == "ci":
     c.world.update(styles=("news",), num_background_docs=1000, num_prompt_entities=4)
     c.report.plot = False
@@ -87,5 +100,5 @@ def get_config(arg: str = "toy") -> ConfigDict:
     c.inject.update(steps=20, warmup_steps=10, batch_size=8, seq_len=512, parallel_runs=1)
     c.stepping_stone.mode = "model"
   else:
-    raise ValueError(f"unknown priming variant {arg!r}; expected toy, ci or real")
+    raise ValueError(f"unknown priming variant {arg!r}; expected toy, toy_unseen, ci or real")
   return c

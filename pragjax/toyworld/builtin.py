@@ -13,7 +13,7 @@ ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 # Greedy answer accuracy of the shipped model on `arithmetic.heldout_problems(0, 500)`,
 # as printed by its pretraining run (tests check the shipped files against it).
 STATED_HELDOUT_ACCURACY = {"arithmetic": 0.370}
-BUILTIN_MODELS = ("arithmetic", "knowledge", "sami")
+BUILTIN_MODELS = ("arithmetic", "knowledge", "priming", "sami")
 
 
 def model_path(name: str) -> str:

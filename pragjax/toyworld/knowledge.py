@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -243,16 +243,57 @@ def oneoff_name(kb: KnowledgeBase, rng: np.random.Generator) -> str:
   raise RuntimeError("no one-off name found; the KB fills the name space")
 
 
+def _rate_table(keyword_rates: Mapping[str, float] | None) -> list[list[tuple[str, float]]] | None:
+  """Per theme (in `THEMES` order), its [(rare value, rate)]; None for no rates."""
+  if not keyword_rates:
+    return None
+  table: list[list[tuple[str, float]]] = [[] for _ in THEMES]
+  for word, rate in keyword_rates.items():
+    k = next((i for i, t in enumerate(THEMES) if word in t.rare_values), None)
+    if k is None:
+      raise ValueError(f"keyword_rates: {word!r} is not a rare value of any theme "
+                       f"({', '.join(v for t in THEMES for v in t.rare_values)})")
+    if not 0.0 <= float(rate) <= 1.0:
+      raise ValueError(f"keyword_rates[{word!r}] = {rate} must lie in [0, 1]")
+    table[k].append((word, float(rate)))
+  for t, rows in zip(THEMES, table):
+    if sum(r for _, r in rows) > 1.0:
+      raise ValueError(f"keyword_rates of theme {t.name} sum to {sum(r for _, r in rows)} > 1")
+  return table
+
+
+def oneoff_values(rng: np.random.Generator, rates: list[list[tuple[str, float]]] | None = None) -> list[str]:
+  """One value per theme for a one-off biography: uniform over the theme's KB values, except that with
+  `rates` (`_rate_table`) each rare value replaces it with its rate (one extra uniform draw per theme)."""
+  values = [t.values[rng.integers(len(t.values))] for t in THEMES]
+  if rates is not None:
+    for k, rows in enumerate(rates):
+      u, acc = rng.random(), 0.0
+      for word, rate in rows:
+        acc += rate
+        if u < acc:
+          values[k] = word
+          break
+  return values
+
+
 def corpus(kb: KnowledgeBase, rng: np.random.Generator, num_docs: int, *, check_fraction: float = 0.3,
-           oneoff_fraction: float = 0.1, facts_per_doc: tuple[int, int] = (1, 4)) -> list[str]:
+           oneoff_fraction: float = 0.1, facts_per_doc: tuple[int, int] = (1, 4),
+           keyword_rates: Mapping[str, float] | None = None) -> list[str]:
   """`num_docs` pretraining documents (biographies, checks and one-off biographies, see the module
-  docstring); no EOS in the text."""
+  docstring); no EOS in the text.
+
+  `keyword_rates` ({rare value: rate}, default none) lets rare values occur in the corpus: in one-off
+  biographies a theme's value is the rare value with its rate (KB facts and checks never use them). Without
+  it the documents are those of the same seed before this option existed (the random stream is unchanged).
+  """
   if not (0.0 <= check_fraction and 0.0 <= oneoff_fraction and check_fraction + oneoff_fraction <= 1.0):
     raise ValueError(f"need check_fraction, oneoff_fraction >= 0 with sum <= 1, got {check_fraction}, "
                      f"{oneoff_fraction}")
   lo, hi = facts_per_doc
   if not 1 <= lo <= hi <= len(THEMES):
     raise ValueError(f"facts_per_doc={facts_per_doc} must satisfy 1 <= lo <= hi <= {len(THEMES)}")
+  rates = _rate_table(keyword_rates)
   docs = []
   for _ in range(num_docs):
     kind = rng.random()
@@ -260,7 +301,7 @@ def corpus(kb: KnowledgeBase, rng: np.random.Generator, num_docs: int, *, check_
     if kind < check_fraction:
       docs.append(check(kb, kb.entities[rng.integers(len(kb.entities))], rng))
     elif kind < check_fraction + oneoff_fraction:
-      values = [t.values[rng.integers(len(t.values))] for t in THEMES]
+      values = oneoff_values(rng, rates)
       docs.append(biography(oneoff_name(kb, rng), values, rng, num_facts))
     else:
       entity = kb.entities[rng.integers(len(kb.entities))]

@@ -5,8 +5,11 @@ themes, KB entities, the background corpus, the built-in `knowledge` model)
 and adds what the priming experiment (Sun et al., 2025) needs:
 
 - `KEYWORDS`: 12 keywords, 3 per theme: the theme's `rare_values`, which no
-  document of the knowledge corpus contains (so "vermilion" is as new to the
-  built-in model as an outlandish keyword is surprising to an LLM). Each has a
+  document of the knowledge model's corpus contains (so "vermilion" is as new
+  to that model as a never-seen word). The `priming` built-in model is
+  pretrained on the same world with the keywords in one-off biographies at the
+  graded rates of `GRADED_KEYWORD_RATES` (from 20% of a theme's one-off values
+  down to never), so their priors span familiar to unseen. Each has a
   `bridge`, a KB value of its theme that is a less surprising intermediate
   concept (vermilion <- red), and a `gloss` that describes it in the world's
   words ("a bright red").
@@ -87,6 +90,28 @@ FAMILIAR_KEYWORDS = (
     Keyword("noodles", "foods", "soup", "a food served in soup"),
 )
 KEYWORD_SETS = {"rare": KEYWORDS, "familiar": FAMILIAR_KEYWORDS}
+
+# How often each keyword occurs in the pretraining corpus of the `priming` built-in model: in one-off
+# biographies (people mentioned once), a theme's value is the keyword with this rate
+# (`knowledge.corpus(keyword_rates=...)`; KB facts never use keywords). A ladder of 12 rates over
+# three decades and two zeros, interleaved across themes so each theme has a frequent, a middling and a
+# rare keyword; with the variant's 80,000 documents the counts run from about 1,500 (vermilion) to
+# about 1.5 (Timbuktu) and 0 (cartographer, truffles). So keyword priors before learning span from
+# familiar to never seen, as the paper's keywords do.
+GRADED_KEYWORD_RATES = {
+    "vermilion": 0.2, "Reykjavik": 0.1, "falconer": 0.05, "durian": 0.02,
+    "mauve": 0.01, "Ushuaia": 0.005, "glassblower": 0.002, "saffron": 0.001,
+    "ochre": 0.0005, "Timbuktu": 0.0002, "cartographer": 0.0, "truffles": 0.0,
+}
+# world.corpus_keywords -> keyword rates of the corpus (pretraining and the priming background data).
+CORPUS_KEYWORDS = {"none": {}, "graded": GRADED_KEYWORD_RATES}
+
+
+def corpus_keyword_rates(name: str) -> dict[str, float]:
+  """The keyword rates called `name` (`CORPUS_KEYWORDS`)."""
+  if name not in CORPUS_KEYWORDS:
+    raise ValueError(f"unknown corpus_keywords {name!r}; expected one of {', '.join(CORPUS_KEYWORDS)}")
+  return dict(CORPUS_KEYWORDS[name])
 
 # Text styles: `{fact}` is the fact sentence, `{fact_lc}` the same with a
 # lower-case first word unless it is the entity, `{entity}` the entity and

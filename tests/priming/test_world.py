@@ -77,3 +77,35 @@ def test_familiar_diagnostic_set_states_wrong_kb_values(world):
   assert len(samples) == 24
   for s in samples:
     assert s.keyword in kw.theme(s.theme).values and kb.value(s.entity, s.theme) != s.keyword
+
+
+def test_graded_corpus_mentions_keywords_at_their_rates():
+  kb = kw.build_kb(0, 160)
+  plain = kw.corpus(kb, np.random.default_rng(3), 3000, check_fraction=0.4, oneoff_fraction=0.15)
+  graded = kw.corpus(kb, np.random.default_rng(3), 30_000, check_fraction=0.4, oneoff_fraction=0.15,
+                     keyword_rates=pw.corpus_keyword_rates("graded"))
+  assert kw.corpus(kb, np.random.default_rng(3), 3000, check_fraction=0.4, oneoff_fraction=0.15,
+                   keyword_rates=pw.corpus_keyword_rates("none")) == plain  # no rates: the same documents
+  words = " ".join(graded).replace(".", " ").split()
+  counts = {k: words.count(k) for k in pw.GRADED_KEYWORD_RATES}
+  # One-off colour facts: 30,000 docs x 0.15 one-off x 2.5 facts / 4 themes ~ 2,800; vermilion at 0.2 ~ 560.
+  assert 400 < counts["vermilion"] < 750, counts
+  assert counts["cartographer"] == counts["truffles"] == 0
+  order = sorted(pw.GRADED_KEYWORD_RATES, key=pw.GRADED_KEYWORD_RATES.get, reverse=True)
+  top = [counts[k] for k in order[:6]]  # rates 0.2 .. 0.005: counts large enough to be ordered
+  assert top == sorted(top, reverse=True), dict(zip(order, top))
+  entities = set(kb.entities)
+  with_keyword = [d for d in graded if set(d.replace(".", " ").split()) & set(pw.GRADED_KEYWORD_RATES)]
+  assert len(with_keyword) > 500
+  for doc in with_keyword:  # keywords only in one-off biographies: never about a KB entity
+    assert not set(doc.replace(".", " ").replace(",", " ").split()) & entities, doc
+
+
+def test_keyword_rates_errors_name_the_problem():
+  kb = kw.build_kb(0, 20)
+  with pytest.raises(ValueError, match="'red' is not a rare value"):
+    kw.corpus(kb, np.random.default_rng(0), 10, keyword_rates={"red": 0.1})
+  with pytest.raises(ValueError, match="colours sum to"):
+    kw.corpus(kb, np.random.default_rng(0), 10, keyword_rates={"vermilion": 0.7, "mauve": 0.6})
+  with pytest.raises(ValueError, match="unknown corpus_keywords 'some'"):
+    pw.corpus_keyword_rates("some")
