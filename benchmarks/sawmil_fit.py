@@ -1,7 +1,7 @@
 """sAwMIL fit time and test mAP: pragjax (JAX) against the authors' `sawmil` package (0.2.1, PyPI), same bags.
 
   python benchmarks/sawmil_fit.py [--sizes 200x256,600x1024,1800x4096] [--max-sawmil-tokens 6000]
-      [--variants paper,released] [--same-qp-max-tokens 1500] [--out r.json]
+      [--variants paper,released] [--same-qp-max-tokens 1500] [--solver auto|dcd|fista] [--out r.json]
 
 Bags (synthetic, seeded): B bags x 10 tokens x D dims; token = low-rank
 structure (rank 16) + isotropic noise; token 0 of every bag is one shared
@@ -11,9 +11,11 @@ the bags, test mAP (average precision of bag scores) on the rest.
 
 Both sides fit at one C (1.0; no cross-validation: it would multiply both
 times alike) with the last-2 intra-bag rule and eta = its share of tokens:
-- pragjax: `SAwMIL(C=1, max_bag_size=None)` (sMIL, relabelling, final SVM; the
-  paper's formulation; DCD on CPU / FISTA on accelerators; first call, with
-  compilation, reported apart from the timed repeat);
+- pragjax: `SAwMIL(C=1, max_bag_size=None, solver=--solver)` (sMIL,
+  relabelling, final SVM; the paper's formulation; "auto" = DCD on CPU /
+  FISTA on accelerators; first call, with compilation, reported apart from the
+  timed repeat; per-stage iterations (DCD epochs or FISTA steps) and whether
+  each stage met the duality-gap rule are printed and saved);
 - sawmil 0.2.1: `sAwMIL(C=1, solver="osqp", eta=...)` on the same
   standardised bags, in two variants (`fit_sawmil`): "released" (the package
   as shipped, its sMIL stage given the solver explicitly: 0.2.1 ignores
@@ -66,8 +68,8 @@ def make_bags(num_bags: int, dim: int, seed: int = 0, signal: float = 0.6):
   return x.astype(np.float32), mask, labels
 
 
-def fit_pragjax(x, mask, y, xt, mt):
-  probe = sawmil.SAwMIL(C=C, max_bag_size=None, max_train_bags=None)
+def fit_pragjax(x, mask, y, xt, mt, solver="auto"):
+  probe = sawmil.SAwMIL(C=C, max_bag_size=None, max_train_bags=None, solver=solver)
   t0 = time.perf_counter()
   probe.fit(x, mask, y)
   scores = probe.decision_function(xt, mt)
@@ -150,7 +152,7 @@ def fit_sawmil(x, mask, y, xt, eta, variant="paper"):
   return seconds, scores, model
 
 
-def same_qp(probe, x, mask, y):
+def same_qp(probe, x, mask, y, solver="auto"):
   """Final-stage SVM of identical inputs: sawmil.SVM(osqp) vs pragjax svm.solve."""
   from sawmil import SVM
 
@@ -168,9 +170,9 @@ def same_qp(probe, x, mask, y):
   ys = np.where(np.asarray(sel), 1.0, -1.0)
   n = len(ys)
   args = [jnp.asarray(a, jnp.float32) for a in (z, ys, np.ones(n), np.full(n, C / n))]
-  common.block(svm.solve(*args).w)  # compile
+  common.block(svm.solve(*args, method=solver).w)  # compile
   t0 = time.perf_counter()
-  ours = svm.solve(*args)
+  ours = svm.solve(*args, method=solver)
   common.block(ours.w)
   t_ours = time.perf_counter() - t0
   peer = SVM(C=C / n, solver="osqp")
@@ -181,7 +183,8 @@ def same_qp(probe, x, mask, y):
   f_peer = peer.decision_function(z)
   return {"tokens": n, "pragjax_s": t_ours, "sawmil_s": t_peer, "speedup": t_peer / t_ours,
           "corr": float(np.corrcoef(f_ours, f_peer)[0, 1]), "sign_agree": float(np.mean(np.sign(f_ours) == np.sign(f_peer))),
-          "pragjax_gap_rel": float(ours.gap / ours.primal)}
+          "pragjax_gap_rel": float(ours.gap / ours.primal), "pragjax_iterations": int(ours.iterations),
+          "pragjax_converged": bool(ours.converged)}
 
 
 def main():
@@ -192,8 +195,12 @@ def main():
   ap.add_argument("--same-qp-max-tokens", type=int, default=1500)
   ap.add_argument("--single-call", action="store_true",
                   help="time pragjax's first call (with compilation) only; for sizes where a fit takes minutes")
+  ap.add_argument("--solver", default="auto", choices=("auto", "dcd", "fista"),
+                  help="pragjax's SVM solver (auto: DCD on CPU, FISTA on accelerators)")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
+  solver = svm.default_method() if args.solver == "auto" else args.solver
+  print(f"jax {jax.__version__} backend {jax.default_backend()} devices {jax.devices()} solver {solver}", flush=True)
   variants = [v for v in args.variants.split(",") if v]
   rows, raw = [], []
   for size in args.sizes.split(","):
@@ -201,38 +208,53 @@ def main():
     x, mask, y = make_bags(b, d)
     n_train = int(0.75 * b)
     tr, te = slice(0, n_train), slice(n_train, b)
-    t_first, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])  # with compilation
+    t_first, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te], solver)  # with compilation
     t_ours = t_first
     if not args.single_call:
-      t_ours, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te])
+      t_ours, s_ours, probe = fit_pragjax(x[tr], mask[tr], y[tr], x[te], mask[te], solver)
     ap_ours = metrics.average_precision(y[te], s_ours)
+    diag = probe.diagnostics_
     entry = {"bags": b, "dim": d, "train_tokens": int(mask[tr].sum()), "pragjax_s": t_ours,
-             "pragjax_first_call_s": t_first, "pragjax_map": ap_ours, "pragjax_diag": probe.diagnostics_,
-             "backend": jax.default_backend(), "sawmil": {}}
+             "pragjax_first_call_s": t_first, "pragjax_map": ap_ours, "pragjax_diag": diag,
+             "backend": jax.default_backend(), "solver": solver, "sawmil": {}}
+    stages = (f"{diag['stage1_iterations']}{'' if diag['stage1_converged'] else ' (cap)'} / "
+              f"{diag['stage2_iterations']}{'' if diag['stage2_converged'] else ' (cap)'}")
+    print(f"pragjax {b}x{TOKENS}x{d} ({solver}): fit {t_ours:.2f} s (first call {t_first:.1f} s), mAP {ap_ours:.4f}, "
+          f"iterations stage 1 / stage 2: {stages}, relative gaps {diag['stage1_gap'] / max(diag['stage1_primal'], 1e-30):.2e}"
+          f" / {diag['stage2_gap'] / max(diag['stage2_primal'], 1e-30):.2e}", flush=True)
     w1 = np.asarray(probe.fit_.stage1.w[0], np.float64)
     if entry["train_tokens"] <= args.max_sawmil_tokens:
-      for variant in variants:
-        t_peer, s_peer, model = fit_sawmil(x[tr], mask[tr], y[tr], x[te], probe.eta_, variant)
-        w_peer = np.asarray(model.smil_.coef_, np.float64)
-        entry["sawmil"][variant] = {
-            "s": t_peer, "map": metrics.average_precision(y[te], s_peer),
-            "map_flipped": metrics.average_precision(y[te], -s_peer), "speedup": t_peer / t_ours,
-            # Orientation: the package's sMIL hyperplane against pragjax's stage 1 (same standardised space).
-            "smil_cos": float(w1 @ w_peer / np.linalg.norm(w1) / np.linalg.norm(w_peer)),
-            "test_score_corr": float(np.corrcoef(s_ours, s_peer)[0, 1])}
-      if entry["train_tokens"] <= args.same_qp_max_tokens:
-        entry["same_qp"] = same_qp(probe, x[tr], mask[tr], y[tr])
+      try:  # A failing package (not installed, solver error) must not lose pragjax's rows.
+        for variant in variants:
+          t_peer, s_peer, model = fit_sawmil(x[tr], mask[tr], y[tr], x[te], probe.eta_, variant)
+          w_peer = np.asarray(model.smil_.coef_, np.float64)
+          entry["sawmil"][variant] = {
+              "s": t_peer, "map": metrics.average_precision(y[te], s_peer),
+              "map_flipped": metrics.average_precision(y[te], -s_peer), "speedup": t_peer / t_ours,
+              # Orientation: the package's sMIL hyperplane against pragjax's stage 1 (same standardised space).
+              "smil_cos": float(w1 @ w_peer / np.linalg.norm(w1) / np.linalg.norm(w_peer)),
+              "test_score_corr": float(np.corrcoef(s_ours, s_peer)[0, 1])}
+          print(f"sawmil {variant} {b}x{TOKENS}x{d}: fit {t_peer:.2f} s, mAP {entry['sawmil'][variant]['map']:.4f}, "
+                f"speed-up {t_peer / t_ours:.2f}x", flush=True)
+        if entry["train_tokens"] <= args.same_qp_max_tokens:
+          entry["same_qp"] = same_qp(probe, x[tr], mask[tr], y[tr], solver)
+      except Exception as e:  # noqa: BLE001
+        entry["sawmil_error"] = f"{type(e).__name__}: {e}"
+        print(f"sawmil package failed at {b}x{TOKENS}x{d}: {entry['sawmil_error']}", flush=True)
     raw.append(entry)
+    if args.out:  # After every size, so that a run cut short keeps what it measured.
+      write(args.out, raw)
     nan = float("nan")
     for variant in variants or [""]:
       r = entry["sawmil"].get(variant, {})
-      rows.append([f"{b} x {TOKENS} x {d}", entry["train_tokens"], f"{t_ours:.2f} ({t_first:.1f})",
+      rows.append([f"{b} x {TOKENS} x {d}", entry["train_tokens"], solver, stages, f"{t_ours:.2f} ({t_first:.1f})",
                    variant or "-", r.get("s", nan), r.get("speedup", nan), ap_ours, r.get("map", nan),
                    ap_ours - r.get("map", nan), r.get("smil_cos", nan)])
     print(json.dumps(entry, default=float), flush=True)
   print()
   print(common.markdown_table(
-      ["bags x tokens x dims", "train tokens", "pragjax fit (s) (first call)", "sawmil variant", "sawmil fit (s)",
+      ["bags x tokens x dims", "train tokens", "solver", "iterations s1 / s2", "pragjax fit (s) (first call)",
+       "sawmil variant", "sawmil fit (s)",
        "speed-up", "pragjax mAP", "sawmil mAP", "mAP diff", "sMIL cos"], rows))
   same = [(e["bags"], e["dim"], e["same_qp"]) for e in raw if "same_qp" in e]
   if same:
@@ -242,9 +264,13 @@ def main():
                                   q["sign_agree"]] for b, d, q in same]))
   print(f"\nmachine: {common.machine_info()}\nload: {common.load_snapshot()}")
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"rows": raw, "machine": common.machine_info(), "load": common.load_snapshot()}, f, indent=1,
-                default=float)
+    write(args.out, raw)
+
+
+def write(path, raw):
+  with open(path, "w") as f:
+    json.dump({"rows": raw, "machine": common.machine_info(), "load": common.load_snapshot()}, f, indent=1,
+              default=float)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,11 @@ zero deviation counts as 1):
    positive and of the negative support vectors (`svm.unit_linearization`).
    The score of a bag is the max over its real tokens of direction . z + bias.
 
-Both SVMs are solved by `pragjax.probes.svm.solve` (dual coordinate descent
-on CPU, FISTA on accelerators) to a certified duality gap, gap <= tol * primal
-(tol 1e-4 by default). C (both stages) is
+Both SVMs are solved by `pragjax.probes.svm.solve` (over-relaxed dual
+coordinate descent on CPU, preconditioned FISTA on accelerators; `solver`) to
+a certified duality gap, gap <= tol * primal (tol 1e-4 by default; the
+iteration caps are safety nets, and a fit or cross-validation fold that
+reaches one warns with `NotConvergedWarning`). C (both stages) is
 chosen from `C_grid` = (0.05, 0.1, 0.5, 1, 10) by `n_folds`-fold
 cross-validation over training bags on bag average precision with the
 one-standard-error rule: the smallest C whose mean AP is at least the best
@@ -222,7 +224,7 @@ def fit_path(tokens: Tokens, positive, bag_weight, Cs, eta=-1.0, min_positive_fr
                             check_every=check_every, method=method)
   p1, y1, rho1, u1 = smil_problem(z, tokens, positive, bag_weight)
   s1 = jax.vmap(lambda c: solve(p1, y1, rho1, c * u1))(Cs)
-  token_scores = z @ s1.w.T + s1.b  # [N, nC]
+  token_scores = jnp.matmul(z, s1.w.T, precision=jax.lax.Precision.HIGHEST) + s1.b  # [N, nC]
   selected, cutoff, fallback = jax.vmap(
       lambda s: relabel(s, tokens, positive, bag_weight, eta, min_positive_fraction))(token_scores.T)
   p2, _, rho2, u2 = final_problem(z, tokens, bag_weight, selected[0])
@@ -236,7 +238,7 @@ def fit_path(tokens: Tokens, positive, bag_weight, Cs, eta=-1.0, min_positive_fr
 def bag_scores(bags, bag_mask, st: Standardization, direction: Float[Array, "D"], bias) -> Float[Array, "B"]:
   """Max over real tokens of direction . standardized(x) + bias; `bias` for a bag without tokens."""
   m = jnp.asarray(bag_mask, bool)
-  s = jnp.einsum("btd,d->bt", standardize(bags, st), direction) + bias
+  s = jnp.einsum("btd,d->bt", standardize(bags, st), direction, precision=jax.lax.Precision.HIGHEST) + bias
   return jnp.where(jnp.any(m, axis=1), jnp.max(jnp.where(m, s, -jnp.inf), axis=1), bias)
 
 
@@ -333,7 +335,10 @@ class SAwMIL:
     return fit_path(Tokens(*(jnp.asarray(a) for a in flat)), jnp.asarray(positive), jnp.asarray(weight),
                     jnp.asarray(Cs, jnp.float32), eta=-1.0 if self.eta is None else float(self.eta),
                     min_positive_fraction=self.min_positive_fraction, tol=self.tol, max_iters=self.max_iters,
-                    max_epochs=self.max_epochs, method=svm.default_method() if self.solver == "auto" else self.solver)
+                    max_epochs=self.max_epochs, method=self._method())
+
+  def _method(self) -> str:
+    return svm.default_method() if self.solver == "auto" else self.solver
 
   def _subset(self, num: int, cap: int | None, stream: int) -> np.ndarray:
     if cap is None or num <= cap:
@@ -368,7 +373,8 @@ class SAwMIL:
     self.eta_ = float(fit.eta)
     self.diagnostics_ = {
         "C": self.C_, "eta": self.eta_, "cutoff": float(fit.cutoff[0]), "selected": int(fit.selected[0]),
-        "fallback": bool(fit.fallback[0]), "stage1_gap": float(fit.stage1.gap[0]),
+        "fallback": bool(fit.fallback[0]), "solver": self._method(), "stage1_gap": float(fit.stage1.gap[0]),
+        "stage1_primal": float(fit.stage1.primal[0]), "stage2_primal": float(fit.stage2.primal[0]),
         "stage1_iterations": int(fit.stage1.iterations[0]), "stage1_converged": bool(fit.stage1.converged[0]),
         "stage2_gap": float(fit.stage2.gap[0]), "stage2_iterations": int(fit.stage2.iterations[0]),
         "stage2_converged": bool(fit.stage2.converged[0]), "train_bags": int(len(positive)),
@@ -390,14 +396,21 @@ class SAwMIL:
     folds = kfold_ids(len(positive), self.n_folds, self.seed)
     grid = sorted(float(c) for c in self.C_grid)
     aps = np.full((self.n_folds, len(grid)), np.nan)
-    iterations = []
+    iterations, unconverged = [], []
     for f in range(self.n_folds):
       held = folds == f
       fit = self._fit(bags, mask, intrabag, positive, grid, bag_weight=~held)
       iterations.append((np.asarray(fit.stage1.iterations).tolist(), np.asarray(fit.stage2.iterations).tolist()))
+      for stage, sol in (("stage 1", fit.stage1), ("stage 2", fit.stage2)):
+        unconverged += [f"fold {f} {stage} C={grid[j]:g}" for j in np.flatnonzero(~np.asarray(sol.converged))]
       for j in range(len(grid)):  # Scoring every bag keeps one shape (one compilation) across folds.
         s = np.asarray(bag_scores(bags, mask, fit.standardization, fit.direction[j], fit.bias[j]))
         aps[f, j] = metrics.average_precision(positive[held], s[held])
+    if unconverged:
+      warnings.warn(f"sAwMIL cross-validation: {len(unconverged)} SVM(s) stopped at their iteration cap before the "
+                    f"duality-gap rule ({', '.join(unconverged[:5])}{', ...' if len(unconverged) > 5 else ''}); "
+                    f"raise max_epochs ({self.max_epochs}, DCD) or max_iters ({self.max_iters}, FISTA)",
+                    NotConvergedWarning, stacklevel=3)
     means, stds = np.nanmean(aps, axis=0), np.nanstd(aps, axis=0)
     chosen = one_standard_error(means, stds, self.n_folds)
     self.cv_results_ = {"C": grid, "mean_ap": means.tolist(), "std_ap": stds.tolist(), "chosen": grid[chosen],

@@ -177,6 +177,36 @@ def test_fit_recovers_planted_direction_and_scores_bags():
   np.testing.assert_allclose(scores, np.where(mask[~train], token, -np.inf).max(axis=1), rtol=1e-4, atol=1e-4)
 
 
+def _structured_bags(seed, b=60, t=10, d=128):
+  """Bags shaped like real activations (and benchmarks/sawmil_fit.py): a rank-8 common structure carrying most
+  of the variance, little isotropic noise, an identical first token in every bag (exact duplicates, like BOS)
+  and a planted direction on the last two tokens of positive bags."""
+  rng = np.random.default_rng(seed)
+  basis = rng.normal(size=(8, d)) / np.sqrt(8)
+  x = 2.0 * rng.normal(size=(b, t, 8)) @ basis + 0.5 * rng.normal(size=(b, t, d))
+  x[:, 0] = 3.0 * rng.normal(size=d)
+  labels = (rng.random(b) < 0.4).astype(int)
+  labels[:2] = [0, 1]
+  direction = rng.normal(size=d)
+  x[labels == 1, -2:] += d ** 0.25 * direction / np.linalg.norm(direction)
+  return x.astype(np.float32), np.ones((b, t), bool), labels
+
+
+@pytest.mark.parametrize("method", ["dcd", "fista"])
+def test_every_stage_of_the_default_grid_converges_on_ill_conditioned_bags(method):
+  # Regression: with d > tokens and most variance in a few directions, the sMIL stage at C = 10 needs ~900 DCD
+  # epochs / ~1,300 FISTA steps here; the former caps (500 epochs) and float32 FISTA iterates (stuck at a gap
+  # of ~1e-3) stopped it unconverged, as at C = 1 on the 400 x 10 x 4096 benchmark bags.
+  x, mask, labels = _structured_bags(0)
+  intrabag = np.asarray(sawmil.last_tokens_mask(mask, 2))
+  tokens = sawmil.Tokens(*(jnp.asarray(a) for a in sawmil.flatten_bags(x, mask, intrabag, pad_multiple=64)))
+  fit = sawmil.fit_path(tokens, jnp.asarray(labels > 0), jnp.ones(len(labels)),
+                        jnp.asarray(sawmil.DEFAULT_C_GRID, jnp.float32), method=method)
+  for stage in (fit.stage1, fit.stage2):
+    assert np.all(np.asarray(stage.converged)), (method, np.asarray(stage.iterations))
+    assert np.all(np.asarray(stage.gap) <= sawmil.svm.DEFAULT_TOL * np.asarray(stage.primal))
+
+
 def test_fit_warns_when_a_stage_stops_at_its_cap():
   x, mask, labels, _ = _bags(6, b=80, t=6, d=8, signal=1.0)
   with pytest.warns(sawmil.NotConvergedWarning, match="relative duality gap"):

@@ -74,6 +74,32 @@ def test_projection_is_the_euclidean_projection():
     assert (v - p) @ (q - p) <= 1e-6
 
 
+def test_weighted_projection_and_sectioned_search():
+  rng = np.random.default_rng(2)
+  n = 300
+  y = np.where(rng.random(n) < 0.4, 1.0, -1.0)
+  u = rng.uniform(0.0, 0.1, n)
+  u[:7] = 0.0
+  v = rng.normal(scale=0.1, size=n)
+  m = rng.uniform(0.1, 10.0, n)
+  f32 = lambda *a: [jnp.asarray(t, jnp.float32) for t in a]
+  bisect = np.asarray(svm.project(*f32(v, y, u), sections=2), np.float64)
+  # 256 points per round (the accelerator default) finds the same multiplier.
+  np.testing.assert_allclose(np.asarray(svm.project(*f32(v, y, u), sections=256)), bisect, atol=1e-7)
+  p = np.asarray(svm.project(*f32(v, y, u, m)), np.float64)
+  np.testing.assert_allclose(np.asarray(svm.project(*f32(v, y, u, m), sections=256)), p, atol=1e-7)
+  assert np.all(p >= -1e-7) and np.all(p <= u + 1e-7) and abs(p @ y) < 1e-5
+  # Projection in the norm sum m a^2: (v - p) . M (q - p) <= 0 for feasible q (here: the Euclidean projection
+  # of random points).
+  for _ in range(20):
+    q = np.asarray(svm.project(*f32(rng.normal(scale=0.1, size=n), y, u)), np.float64)
+    assert (v - p) @ (m * (q - p)) <= 1e-6
+  # A shifted box and a non-zero target (FISTA's offsets from its reference point).
+  lo, hi = -0.5 * u, 0.5 * u
+  b = np.asarray(svm.project_box(*f32(v, y, lo, hi), 0.01), np.float64)
+  assert np.all(b >= lo - 1e-7) and np.all(b <= hi + 1e-7) and abs(b @ y - 0.01) < 1e-5
+
+
 def test_optimal_bias_minimises_the_hinge_sum():
   rng = np.random.default_rng(1)
   n = 300
