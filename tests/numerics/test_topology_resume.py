@@ -2,8 +2,6 @@
 training continues with the losses of an uninterrupted run there."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -11,28 +9,18 @@ import numpy as np
 import pytest
 
 from pragjax.train import Checkpointer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.multiprocess import ROOT, free_port, worker_env
 
 
 def _popen(devices, mode, mesh, ckpt, out, **env):
-  e = {k: v for k, v in os.environ.items() if not k.startswith("PRAGJAX_")}
-  e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-  e.update(env)
   return subprocess.Popen([sys.executable, "-m", "tests.numerics.topo_worker", str(devices), mode, mesh, ckpt, out],
-                          cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          cwd=ROOT, env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait(*procs):
   for p in procs:
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out[-3000:]
-
-
-def _port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +46,7 @@ def test_restore_onto_another_mesh_continues_identically(saved, devices, mesh):
 @pytest.mark.slow
 def test_restore_onto_two_processes(saved):
   root, ckpt = saved
-  port = _port()
+  port = free_port()
   env = lambda i: dict(PRAGJAX_COORDINATOR=f"127.0.0.1:{port}", PRAGJAX_NUM_PROCESSES="2",  # noqa: E731
                        PRAGJAX_PROCESS_ID=str(i))
   out = str(root / "resume_mp.json")

@@ -1,8 +1,6 @@
 """The real-checkpoint path (`priming.py:real`) on a tiny random HF llama: JSONL data, the model's own rewrites."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -15,8 +13,7 @@ from experiments.configs import priming as configs
 from pragjax import sharding
 from pragjax.models.tokenizer import train_bpe_tokenizer
 from tests import hf_models
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.multiprocess import ROOT, free_port, worker_env
 
 
 def _jsonl(path, rows):
@@ -78,11 +75,11 @@ def test_sharded_runs_equal_the_single_device_run(tmp_path):
   c.report.update(plot=False, score_batch=16)
   config_path = tmp_path / "config.json"
   config_path.write_text(json.dumps(c.to_dict()))
-  port = _free_port()
+  port = free_port()
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.priming.mp_worker", "4", str(config_path), str(tmp_path / "work_multi"),
        str(tmp_path / "multi.json")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=_env(PRAGJAX_COORDINATOR=f"127.0.0.1:{port}", PRAGJAX_NUM_PROCESSES="2", PRAGJAX_PROCESS_ID=str(i)))
+      env=worker_env(PRAGJAX_COORDINATOR=f"127.0.0.1:{port}", PRAGJAX_NUM_PROCESSES="2", PRAGJAX_PROCESS_ID=str(i)))
       for i in range(2)]
   reports = {}
   meshes = {"single": sharding.make_mesh(fsdp=1, devices=jax.devices()[:1]),
@@ -105,15 +102,3 @@ def test_sharded_runs_equal_the_single_device_run(tmp_path):
         np.testing.assert_allclose(a["variants"][v][key], b["variants"][v][key], rtol=1e-4, atol=1e-4,
                                    err_msg=f"{name}: {v} {key}")
 
-
-def _env(**extra):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("PRAGJAX_")}
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  env.update(extra)
-  return env
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]

@@ -53,13 +53,18 @@ def test_batched_over_c_equals_one_by_one():
     assert np.linalg.norm(np.asarray(batched.w[i]) - np.asarray(single.w)) <= bound
 
 
+def _box_problem(rng, n, positive, cap, ignored):
+  """(y, u, v): labels (a `positive` share of +1), caps in [0, cap) with the first `ignored` at 0, a point."""
+  y = np.where(rng.random(n) < positive, 1.0, -1.0)
+  u = rng.uniform(0.0, cap, n)
+  u[:ignored] = 0.0
+  return y, u, rng.normal(scale=cap, size=n)
+
+
 def test_projection_is_the_euclidean_projection():
   rng = np.random.default_rng(0)
   n = 200
-  y = np.where(rng.random(n) < 0.3, 1.0, -1.0)
-  u = rng.uniform(0.0, 0.2, n)
-  u[:10] = 0.0
-  v = rng.normal(scale=0.2, size=n)
+  y, u, v = _box_problem(rng, n, positive=0.3, cap=0.2, ignored=10)
   p = np.asarray(svm.project(*(jnp.asarray(a, jnp.float32) for a in (v, y, u))), np.float64)
   assert np.all(p >= -1e-7) and np.all(p <= u + 1e-7) and abs(p @ y) < 1e-5
   # Variational inequality: (v - p) . (q - p) <= 0 for every feasible q (here: random feasible points).
@@ -77,10 +82,7 @@ def test_projection_is_the_euclidean_projection():
 def test_weighted_projection_and_sectioned_search():
   rng = np.random.default_rng(2)
   n = 300
-  y = np.where(rng.random(n) < 0.4, 1.0, -1.0)
-  u = rng.uniform(0.0, 0.1, n)
-  u[:7] = 0.0
-  v = rng.normal(scale=0.1, size=n)
+  y, u, v = _box_problem(rng, n, positive=0.4, cap=0.1, ignored=7)
   m = rng.uniform(0.1, 10.0, n)
   f32 = lambda *a: [jnp.asarray(t, jnp.float32) for t in a]
   bisect = np.asarray(svm.project(*f32(v, y, u), sections=2), np.float64)

@@ -1,34 +1,19 @@
 """1 device vs 8 simulated devices vs 2 processes x 4 devices: same losses."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _env(**extra):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("PRAGJAX_")}
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  env.update(extra)
-  return env
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+from tests.multiprocess import ROOT, free_port, worker_env
 
 
 def _run(devices, out, **env):
   return subprocess.Popen(
       [sys.executable, "-m", "tests.train.dist_worker", str(devices), out],
-      cwd=ROOT, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      cwd=ROOT, env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
   )
 
 
@@ -44,7 +29,7 @@ def test_one_vs_eight_devices_vs_two_processes(tmp_path):
     path = str(tmp_path / f"{name}.json")
     _finish(_run(devices, path))
     results[name] = json.load(open(path))
-  port = _free_port()
+  port = free_port()
   path = str(tmp_path / "multi.json")
   procs = [
       _run(4, path, PRAGJAX_COORDINATOR=f"127.0.0.1:{port}", PRAGJAX_NUM_PROCESSES="2",
