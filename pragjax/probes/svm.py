@@ -223,11 +223,6 @@ def primal_objective(w, b, x, y, rho, u):
   return 0.5 * jnp.sum(w * w) + jnp.sum(u * jnp.maximum(0.0, rho - y * (_dot(x, w) + b)))
 
 
-def dual_objective(alpha, w, rho):
-  """D(alpha) = rho . alpha - 1/2 |w|^2 with w = sum_i alpha_i y_i x_i."""
-  return jnp.sum(rho * alpha) - 0.5 * jnp.sum(w * w)
-
-
 def duality_gap(alpha, f, y, rho, u):
   """P(w, b) - D(alpha) for w = sum_i alpha_i y_i x_i, f_i = x_i . w + b and feasible alpha.
 
