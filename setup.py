@@ -20,6 +20,7 @@ CORE = [
     "tensorboardX==2.6.5",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "gguf==0.19.0",  # GGUF models and tokenizers (pragjax.models.load_gguf)
 ]
 HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
 TFDS = ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "importlib-resources==7.1.0"]
