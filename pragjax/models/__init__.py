@@ -3,11 +3,13 @@
 from pragjax.models.config import ConfigError, ModelConfig, RopeScaling, SUPPORTED_MODEL_TYPES
 from pragjax.models.decoder import Decoder, DecoderOutput, KVCache
 from pragjax.models.hf_io import CheckpointError, hf_tensor_specs, load_hf, save_hf
+from pragjax.models.gguf_file import GGUFError, GGUFFile
+from pragjax.models.gguf_io import gguf_model_config, load_gguf
 
 __all__ = [
-    "CheckpointError", "ConfigError", "Decoder", "DecoderOutput", "KVCache",
+    "CheckpointError", "ConfigError", "Decoder", "DecoderOutput", "GGUFError", "GGUFFile", "KVCache",
     "ModelConfig", "RopeScaling", "SUPPORTED_MODEL_TYPES", "hf_tensor_specs",
-    "load_hf", "save_hf",
+    "gguf_model_config", "load_gguf", "load_hf", "save_hf",
 ]
 from pragjax.models.logprobs import batch_token_logprobs, model_token_logprobs
 from pragjax.models.sampling import GenerateOutput, generate, process_logits

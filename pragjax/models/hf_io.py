@@ -216,17 +216,35 @@ def load_hf(
             f"{where[name].path}: tensor {name!r} has shape {found}, expected {s.hf_shape}"
         )
 
+  return build_model(cfg, lambda name: where[name].read(name), mesh=mesh, rules=rules), cfg
+
+
+def build_model(
+    cfg: ModelConfig,
+    read: Callable[[str], np.ndarray],
+    *,
+    mesh: Mesh | None = None,
+    rules=sharding_lib.DEFAULT_RULES,
+) -> Decoder:
+  """A `Decoder` whose parameters are read tensor by tensor and placed straight into their shardings.
+
+  `read(hf_name)` returns one tensor in Hugging Face layout (any float dtype);
+  it is converted to our layout and `cfg.param_dtype`, placed with
+  `jax.make_array_from_callback` (onto `mesh` by the logical axes, else the
+  first local device) and dropped, so the host holds one source tensor at a
+  time. Shared by `load_hf` (safetensors) and `load_gguf`.
+  """
   abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
   graphdef, abs_state = nnx.split(abstract)
   flat_abs = {tuple(p): v for p, v in nnx.to_flat_state(abs_state)}
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  pd = np.dtype(jnp.dtype(param_dtype))
+  pd = np.dtype(jnp.dtype(cfg.param_dtype))
   values: dict[tuple, jax.Array] = {}
-  for s in specs:
+  for s in hf_tensor_specs(cfg):
     if len(s.hf_names) == 1:
-      host = s.to_ours(where[s.hf_names[0]].read(s.hf_names[0]))
+      host = s.to_ours(read(s.hf_names[0]))
     else:
-      host = np.stack([s.to_ours(where[nm].read(nm)) for nm in s.hf_names])
+      host = np.stack([s.to_ours(read(nm)) for nm in s.hf_names])
     host = np.asarray(host).astype(pd, copy=False)
     var = flat_abs[s.path]
     if tuple(var.shape) != host.shape:  # guards the spec table itself
@@ -241,8 +259,7 @@ def load_hf(
       node = node.setdefault(key, {})
     node[p[-1]] = arr
   nnx.replace_by_pure_dict(abs_state, pure)
-  model = nnx.merge(graphdef, abs_state)
-  return model, cfg
+  return nnx.merge(graphdef, abs_state)
 
 
 # -- writing ---------------------------------------------------------------
