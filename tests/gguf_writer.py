@@ -41,8 +41,12 @@ def _llama3_factors(rp: dict, head_dim: int) -> np.ndarray:
   return np.asarray(out, np.float32)
 
 
-def hf_to_gguf(hf_dir: str, out_path: str, *, qtype: str | None = None, name: str = "tiny") -> str:
-  """Converts the tiny HF checkpoint in `hf_dir` to `out_path`; matrices stored as `qtype` (None: F32)."""
+def hf_to_gguf(hf_dir: str, out_path: str, *, qtype: str | None = None, name: str = "tiny", skip=(),
+               as_int32=()) -> str:
+  """Converts the tiny HF checkpoint in `hf_dir` to `out_path`; matrices stored as `qtype` (None: F32).
+
+  `skip`: GGUF tensor names left out; `as_int32`: GGUF tensor names stored as I32 (for error tests).
+  """
   import gguf
   from safetensors.numpy import load_file
 
@@ -92,7 +96,11 @@ def hf_to_gguf(hf_dir: str, out_path: str, *, qtype: str | None = None, name: st
 
   def put(gname: str, x: np.ndarray):
     x = np.ascontiguousarray(x, np.float32)
-    if qtype is None or x.ndim == 1:
+    if gname in skip:
+      return
+    if gname in as_int32:
+      w.add_tensor(gname, x.astype(np.int32))
+    elif qtype is None or x.ndim == 1:
       w.add_tensor(gname, x)
     else:
       qt = gguf.GGMLQuantizationType[qtype]
