@@ -22,7 +22,7 @@ CORE = [
     "matplotlib==3.11.2",
     "gguf==0.19.0",  # GGUF models and tokenizers (pragjax.models.load_gguf)
 ]
-HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
+HF = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0", "accelerate==1.15.0"]  # accelerate: transformers needs it to read GGUF
 TFDS = ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "importlib-resources==7.1.0"]
 MATH = ["math-verify==0.9.0", "latex2sympy2_extended==1.11.0", "antlr4-python3-runtime==4.13.2"]  # answer equivalence
 PROBES_REF = ["cvxopt==1.3.3"]  # reference QP solver for the probes' SVM tests

