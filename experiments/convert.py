@@ -1,0 +1,55 @@
+"""Converts a GGUF file (or a real built-in) into a Hugging Face checkpoint directory.
+
+  python -m experiments.convert --gguf=/models/Llama-3.2-1B-Instruct.Q8_0.gguf --out=/ckpt/llama1b
+  python -m experiments.convert --gguf=builtin:smollm2-135m-instruct --out=/tmp/smollm2 --dtype=bfloat16
+
+Writes `config.json`, `model.safetensors` (weights dequantized, stored in
+`--dtype`), `tokenizer.json` and `tokenizer_config.json` (special tokens and
+the chat template), which `pragjax.models.load_hf`, `Tokenizer.from_dir` and
+`transformers.AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` read.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+_GGUF = flags.DEFINE_string("gguf", None, "GGUF file, or builtin:smollm2-135m-instruct")
+_OUT = flags.DEFINE_string("out", None, "output directory (created; files in it are overwritten)")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
+                           "storage dtype of the written tensors")
+
+
+def convert(gguf_path: str, out_dir: str, dtype: str = "float32") -> dict:
+  """GGUF -> HF directory; returns a summary (model_type, parameters, tensors written, seconds)."""
+  import numpy as np
+  from flax import nnx
+
+  from pragjax.models import GGUFFile, load_gguf, real_builtins, save_hf
+  from pragjax.models.tokenizer import Tokenizer
+
+  t0 = time.perf_counter()
+  path = real_builtins.resolve(gguf_path)
+  gf = GGUFFile(path)
+  model, cfg = load_gguf(gf)
+  tok = Tokenizer.from_gguf(gf)
+  save_hf(model, cfg, out_dir, dtype=dtype)
+  tok.save(out_dir)
+  n = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  return dict(source=path, out=out_dir, model_type=cfg.model_type, parameters=n, dtype=dtype,
+              seconds=time.perf_counter() - t0)
+
+
+def main(argv):
+  del argv
+  if not _GGUF.value or not _OUT.value:
+    raise app.UsageError("--gguf and --out are required")
+  s = convert(_GGUF.value, os.path.abspath(os.path.expanduser(_OUT.value)), _DTYPE.value)
+  print(f"{s['source']} -> {s['out']}: {s['model_type']}, {s['parameters'] / 1e6:.1f}M parameters in "
+        f"{s['dtype']}, {s['seconds']:.1f} s")
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  app.run(main)
