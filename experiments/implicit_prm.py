@@ -233,14 +233,15 @@ def best_of_n_on_file(config, prm, base, ref_params) -> dict:
 
 
 def run(config, workdir: str, log=print) -> dict:
-  workdir = runner.prepare_workdir(workdir)
-  mesh = sharding_lib.mesh_from_config(dict(config.mesh))
-  with jax.set_mesh(mesh):  # The PRMs train on this mesh; the reference and the scoring live on it too.
-    if config.world.name == "arithmetic":
-      report = run_toy(config, workdir, mesh, log)
-    else:
-      report = run_real(config, workdir, mesh, log)
-  write_json(os.path.join(workdir, "report.json"), report, indent=1)
+  runner.check_config(config, derived=("train.steps",))
+  with runner.lock_workdir(workdir) as workdir:
+    mesh = sharding_lib.mesh_from_config(dict(config.mesh))
+    with jax.set_mesh(mesh):  # The PRMs train on this mesh; the reference and the scoring live on it too.
+      if config.world.name == "arithmetic":
+        report = run_toy(config, workdir, mesh, log)
+      else:
+        report = run_real(config, workdir, mesh, log)
+    write_json(os.path.join(workdir, "report.json"), report, indent=1)
   return report
 
 
@@ -277,4 +278,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(runner.cli(main))

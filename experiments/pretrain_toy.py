@@ -100,7 +100,9 @@ WORLDS = {"arithmetic": _pretrain_arithmetic, "knowledge": _pretrain_knowledge, 
 def pretrain(config, workdir: str) -> dict:
   if config.world.name not in WORLDS:
     raise ValueError(f"unknown world {config.world.name!r}; available: {', '.join(WORLDS)}")
-  return WORLDS[config.world.name](config, workdir)
+  runner.check_config(config)
+  with runner.lock_workdir(workdir) as workdir:
+    return WORLDS[config.world.name](config, workdir)
 
 
 def main(argv):
@@ -119,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(runner.cli(main))

@@ -39,7 +39,7 @@ from pragjax.eval import priming as scores
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import knowledge as kw
 from pragjax.toyworld import priming as pw
-from pragjax.train import injection, runner
+from pragjax.train import checks, injection, runner
 from pragjax.train.lm import make_sft_loss_fn
 from pragjax import sharding as sharding_lib
 from pragjax.train.state import init_train_state, state_shardings
@@ -255,6 +255,11 @@ def format_table(report: dict) -> str:
 # ------------------------------------------------------------------------------------------------ run
 
 
+INJECT_RULES = (("inject.steps", checks.at_least(1)), ("inject.warmup_steps", checks.at_least(0)),
+                ("inject.batch_size", checks.at_least(1)), ("inject.seq_len", checks.at_least(2)),
+                ("inject.inject_row", checks.at_least(0)), ("inject.parallel_runs", checks.at_least(1)))
+
+
 def run(config, workdir: str, log=print, *, mesh=None) -> dict:
   """The whole protocol on `mesh` (default: that of `config.mesh`); returns the report (also WORKDIR/report.json).
 
@@ -263,8 +268,9 @@ def run(config, workdir: str, log=print, *, mesh=None) -> dict:
   inputs are replicated (the injected runs are vmapped, not split over the
   data axis), so a mesh serves checkpoints too large for one device.
   """
+  runner.check_config(config, extra=INJECT_RULES)
   mesh = mesh if mesh is not None else sharding_lib.mesh_from_config(dict(config.mesh))
-  with jax.set_mesh(mesh):
+  with runner.lock_workdir(workdir) as workdir, jax.set_mesh(mesh):
     return _run(config, workdir, mesh, log)
 
 
@@ -450,4 +456,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(runner.cli(main))

@@ -126,7 +126,12 @@ def run(config, workdir: str, log=print) -> dict:
   from pragjax.eval import sami_eval
   from pragjax.sami import iterate
 
-  workdir = runner.prepare_workdir(workdir)
+  runner.check_config(config, derived=("train.steps", "train.seq_len"))
+  with runner.lock_workdir(workdir) as workdir:
+    return _run(config, workdir, log, sami_eval, iterate)
+
+
+def _run(config, workdir: str, log, sami_eval, iterate) -> dict:
   train, held, library, toy_judge, world_metrics, meta = _task(config)
   log(f"SAMI: {len(train)} training and {len(held)} held-out queries, principles "
       f"{[p.name for p in library]}, k={config.sami.num_principles}, C={config.sami.num_constitutions}")
@@ -164,4 +169,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(runner.cli(main))

@@ -28,7 +28,13 @@ def toy_records(config):
 
 
 def run(config, workdir):
-  """Returns (loop result, trained model, report rows)."""
+  """Returns (loop result, trained model, report rows). Checks the config and locks `workdir` first."""
+  runner.check_config(config)
+  with runner.lock_workdir(workdir) as workdir:
+    return _run(config, workdir)
+
+
+def _run(config, workdir):
   records = None
   toy = not config.model.path and not config.data.train_path
   if toy:
@@ -55,6 +61,8 @@ def main(argv):
   if result.preempted:
     print(f"preempted at step {result.step}; checkpoint written, rerun the same command to resume")
     return
+  if result.resumed_from == result.step:
+    print(f"\nnothing to train: the checkpoint in {_WORKDIR.value} is at step {result.step} = train.steps")
   print(f"\nfinished {result.step} steps, loss {result.last_metrics.get('loss', float('nan')):.4f}")
   if rows:
     print("| model | answer accuracy | all steps right | n |\n|---|---|---|---|")
@@ -64,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(runner.cli(main))

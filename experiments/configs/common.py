@@ -1,5 +1,8 @@
 """Shared config sections. Every field is overridable on the command line as
-`--config.SECTION.FIELD=value`; an unknown field is an error.
+`--config.SECTION.FIELD=value`; an unknown field is an error. Every entry point
+that trains checks the numbers before loading a model
+(`pragjax.train.checks.check_config`; the ranges are given below), and names
+the flag of each bad value.
 
 seed                     global seed (init, data order, sampling)
 model.path               HF checkpoint directory ("" = built-in `model.builtin`)
@@ -9,25 +12,29 @@ model.dtype              compute dtype ("" = param dtype): float32 | bfloat16
 model.param_dtype        storage dtype ("" = the checkpoint's)
 model.attention_impl     "" (XLA) | cudnn | explicit
 mesh.data/fsdp/tensor    mesh shape; one may be -1 (= the remaining devices)
-optim.*                  see pragjax/optim/factory.py (name, lr, schedule,
+optim.*                  see pragjax/optim/factory.py (name, lr (> 0, finite), schedule,
                          warmup_steps, total_steps, end_lr_factor, weight_decay,
                          b1, b2, eps, decay, momentum, clip_norm, trainable, frozen)
 optim.ignore_topk        zero this fraction of each update's largest entries (0 = off)
 optim.ignore_topk_scope  tensor | global;  optim.ignore_topk_mode  exact | approx
 optim.ignore_topk_sample_size  sample entries per tensor for the approx mode
-train.steps              total optimizer steps
-train.batch_size         global batch (sequences)
-train.seq_len            tokens per sequence (longer records are truncated)
-train.accum_steps        micro-batches per step (gradient accumulation)
-train.log_every          steps between metric rows / progress updates
-train.checkpoint_every   steps between checkpoints
-train.keep_checkpoints   newest checkpoints kept
+train.steps              total optimizer steps (>= 1)
+train.batch_size         global batch (sequences; >= 1, divisible by accum_steps,
+                         by the mesh's batch shards data x fsdp and by the process count)
+train.seq_len            tokens per sequence (>= 2; longer records are truncated)
+train.accum_steps        micro-batches per step (gradient accumulation; >= 1)
+train.log_every          steps between metric rows / progress updates (>= 1)
+train.checkpoint_every   steps between checkpoints (>= 1)
+train.keep_checkpoints   newest checkpoints kept (>= 1)
 train.async_checkpoint   write checkpoints in the background
 train.progress           show a progress bar
 train.export_hf          save the final model in HF layout under WORKDIR/hf
 data.train_path          JSONL with messages | prompt+response | text records
 data.shuffle             shuffle records (seeded)
 data.packing             pack several records per row (segment ids)
+data.validate            check every line of data.train_path before training (one pass; a bad
+                         line is reported in seconds, not when training reaches it)
+data.validate_max_mb     ... for files up to this size in MiB (0 = any size)
 runtime.compilation_cache_dir  persistent XLA cache ("" = off; default ~/.cache/pragjax/xla)
 runtime.deterministic    deterministic GPU ops (XLA flags; see pragjax/train/runtime.py)
 """
@@ -64,6 +71,6 @@ def base_config() -> ConfigDict:
       mesh=ConfigDict(dict(data=1, fsdp=-1, tensor=1)),
       optim=optim_config(),
       train=train_config(),
-      data=ConfigDict(dict(train_path="", shuffle=True, packing=False)),
+      data=ConfigDict(dict(train_path="", shuffle=True, packing=False, validate=True, validate_max_mb=256.0)),
       runtime=ConfigDict(dict(compilation_cache_dir=runtime.DEFAULT_CACHE_DIR, deterministic=False)),
   ))

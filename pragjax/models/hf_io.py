@@ -184,8 +184,11 @@ def load_hf(
   cfg_path = os.path.join(path, "config.json")
   if not os.path.exists(cfg_path):
     raise CheckpointError(f"{path}: no config.json")
-  with open(cfg_path) as f:
-    raw = json.load(f)
+  try:
+    with open(cfg_path) as f:
+      raw = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
   param_dtype = jnp.dtype(param_dtype or _checkpoint_dtype(raw) or "float32").name
   dtype = jnp.dtype(dtype or param_dtype).name
   cfg = ModelConfig.from_hf(raw, source=cfg_path, dtype=dtype, param_dtype=param_dtype, **config_overrides)

@@ -41,23 +41,55 @@ class SafetensorsError(ValueError):
   pass
 
 
+def _check_entry(path: str, name: str, e, data_size: int) -> None:
+  """One header entry: dtype, shape and `data_offsets` consistent with each other and the file's size."""
+  where = f"{path}: tensor {name!r}"
+  if not isinstance(e, dict):
+    raise SafetensorsError(f"{where}: header entry must be an object, got {type(e).__name__}")
+  for key in ("dtype", "shape", "data_offsets"):
+    if key not in e:
+      raise SafetensorsError(f"{where}: header entry has no {key!r} (has: {sorted(e)})")
+  shape, offsets = e["shape"], e["data_offsets"]
+  if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    raise SafetensorsError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+  if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+      or not 0 <= offsets[0] <= offsets[1]):
+    raise SafetensorsError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}")
+  if offsets[1] > data_size:
+    raise SafetensorsError(f"{where}: data_offsets {offsets} end past the {data_size} bytes of tensor data "
+                           f"(truncated file?)")
+  if e["dtype"] in _DTYPES:
+    need = int(np.prod(shape, dtype=np.int64)) * _DTYPES[e["dtype"]].itemsize
+    if offsets[1] - offsets[0] != need:
+      raise SafetensorsError(f"{where}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, but shape "
+                             f"{shape} of {e['dtype']} needs {need}")
+
+
 class SafetensorsFile:
-  """Lazy view of one `.safetensors` file: header now, bytes on demand."""
+  """Lazy view of one `.safetensors` file: header now (checked against the file size), bytes on demand."""
 
   def __init__(self, path: str):
     self.path = path
+    size = os.path.getsize(path)
     try:
       with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
           raise SafetensorsError(f"{path}: truncated file (no header length)")
         (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+          raise SafetensorsError(f"{path}: header length {n} exceeds the file's {size} bytes (not a safetensors "
+                                 f"file, or truncated)")
         header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise SafetensorsError(f"{path}: corrupt safetensors header: {e}") from e
+    if not isinstance(header, dict):
+      raise SafetensorsError(f"{path}: header must be a JSON object, got {type(header).__name__}")
     self.metadata = header.pop("__metadata__", {}) or {}
     self.entries = header
     self.data_start = 8 + n
+    for name, e in header.items():
+      _check_entry(path, name, e, size - self.data_start)
 
   def keys(self) -> list[str]:
     return list(self.entries)

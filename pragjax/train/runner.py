@@ -1,10 +1,15 @@
 """Wiring shared by the experiment entry points: workdir, model, data, loop.
 
 Entry points under `experiments/` stay thin: they parse flags and call
-`train_lm(config, workdir, records=...)`, which builds the mesh, loads the
-model (a Hugging Face checkpoint directory, or a built-in toy model), the
-tokenizer, the data iterator, the optimizer and the one train step, runs
+`train_lm(config, workdir, records=...)`, which locks the workdir, checks the
+config and the data file, builds the mesh, loads the model (a Hugging Face
+checkpoint directory, or a built-in toy model), the tokenizer, the data
+iterator, the optimizer and the one train step, runs
 `pragjax.train.loop.run`, and exports the result in HF layout.
+
+An entry point's `main` runs under `cli(main)` (for `absl.app.run`): the
+project's own message of an error is the last thing printed, and Ctrl-C
+exits with status 130 after the checkpoint being written is finalised.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
+import sys
+import traceback
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -27,6 +33,8 @@ from pragjax.data.pipeline import make_train_iterator, to_global_arrays
 from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf
 from pragjax.models.tokenizer import Tokenizer, check_vocab
 from pragjax.optim import make_optimizer
+from pragjax.train import checks, paths
+from pragjax.train import workdir as workdir_lib
 from pragjax.train.checkpoint import Checkpointer
 from pragjax.train.flops import device_peak_flops, train_flops_per_token
 from pragjax.train.lm import make_sft_loss_fn
@@ -36,8 +44,10 @@ from pragjax.train.state import init_train_state, state_shardings
 from pragjax.train.step import make_train_step
 
 
-class WorkdirError(OSError):
-  pass
+WorkdirError = workdir_lib.WorkdirError
+WorkdirLockedError = workdir_lib.WorkdirLockedError
+check_config = checks.check_config
+lock_workdir = workdir_lib.lock
 
 
 def quiet_logging() -> None:
@@ -67,17 +77,40 @@ def setup(config) -> None:
 
 
 def prepare_workdir(workdir: str | None) -> str:
-  """Creates `workdir` and checks that it is writable (clear error if not)."""
-  if not workdir:
-    raise WorkdirError("--workdir is required (checkpoints, metrics and the exported model go there)")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
-      pass
-  except OSError as e:
-    raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from e
-  return workdir
+  """Creates `workdir` (a local path or a URI such as gs://...) and checks that it is writable (clear
+  error if not); returns it resolved (absolute path, or the URI)."""
+  return workdir_lib.prepare(workdir)
+
+
+def user_message(e: BaseException) -> str:
+  """The one or two lines a user sees for `e`: its message and its notes (e.g. where training stopped)."""
+  notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+  return f"error ({type(e).__name__}): {e}{notes}"
+
+
+def cli(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], Any]:
+  """Wraps an entry point's `main(argv)` for `absl.app.run`.
+
+  An exception raised by the project (a `pragjax.*` error type: config, data, workdir, checkpoint,
+  non-finite loss) prints only its message; any other prints its traceback first; either way the message
+  comes last on stderr and the exit status is 1. Ctrl-C prints where training stopped and exits with 130.
+  """
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except KeyboardInterrupt as e:
+      sys.stdout.flush()
+      print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr, flush=True)
+      sys.exit(130)
+    except Exception as e:  # noqa: BLE001 -- every error ends in the user's message
+      sys.stdout.flush()
+      if not type(e).__module__.startswith("pragjax"):
+        traceback.print_exc()
+      print(f"\n{user_message(e)}", file=sys.stderr, flush=True)
+      sys.exit(1)
+
+  return wrapped
 
 
 def builtin_model_path(name: str) -> str:
@@ -236,6 +269,18 @@ def train_lm(
     flops_seq_len: sequence length for the FLOPs estimate (default `train.seq_len`).
   """
   workdir = prepare_workdir(workdir)
+  with workdir_lib.lock(workdir):
+    derived = (("train.steps",) if num_steps is not None else ()) + (("train.seq_len",) if make_data else ())
+    checks.check_config(config, derived=derived)
+    if records is None and make_data is None:
+      checks.maybe_validate_data(config.data)
+    return _train_lm(config, workdir, records=records, model=model, loss_fn_builder=loss_fn_builder,
+                     on_log=on_log, make_data=make_data, ref_fn_builder=ref_fn_builder, num_steps=num_steps,
+                     flops_factor=flops_factor, flops_seq_len=flops_seq_len)
+
+
+def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, make_data, ref_fn_builder,
+              num_steps, flops_factor, flops_seq_len) -> tuple[LoopResult, LoadedModel]:
   tc = config.train
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   with jax.set_mesh(mesh):
@@ -248,6 +293,8 @@ def train_lm(
     if nan_step:
       loss_fn_builder = _with_nan_injection(loss_fn_builder)
     steps = int(num_steps if num_steps is not None else tc.steps)
+    steps_flag = (f"--config.train.steps={steps}" if num_steps is None else
+                  f"{steps} steps derived from the data and --config.train.epochs")
     optim_cfg = dict(config.optim)
     if not optim_cfg.get("total_steps"):  # Schedules span the run.
       optim_cfg["total_steps"] = steps
@@ -276,19 +323,21 @@ def train_lm(
     if nan_step:
       data = _NanInjector(data, nan_step)
     checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+        paths.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
         interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
     )
     writer = MetricWriter(workdir)
     dtype = model.config.dtype
-    result = run(
-        state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
-        to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
-        flops_per_token=train_flops_per_token(model.config, flops_seq_len or tc.seq_len) * flops_factor,
-        peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log,
-    )
-    checkpointer.close()
-    writer.close()
+    try:
+      result = run(
+          state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
+          to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
+          flops_per_token=train_flops_per_token(model.config, flops_seq_len or tc.seq_len) * flops_factor,
+          peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log, steps_flag=steps_flag,
+      )
+    finally:
+      checkpointer.close()
+      writer.close()
     dropped = getattr(data, "num_dropped", 0)
     if dropped and jax.process_index() == 0:
       print(f"warning: {dropped} record(s) had every training target truncated away by "
@@ -296,10 +345,10 @@ def train_lm(
     trained = nnx.merge(graphdef, result.state.params)
     out = LoadedModel(trained, model.config, tok, model.path)
     if tc.export_hf and not result.preempted:
-      hf_dir = os.path.join(workdir, "hf")
-      save_hf(trained, model.config, hf_dir)
-      if jax.process_index() == 0:
-        tok.save(hf_dir)
+      with paths.local_copy(paths.join(workdir, "hf"), publish=jax.process_index() == 0) as hf_dir:
+        save_hf(trained, model.config, hf_dir)
+        if jax.process_index() == 0:
+          tok.save(hf_dir)
   return result, out
 
 

@@ -39,6 +39,13 @@ def _split_micro(batch: dict, k: int) -> dict:
   return jax.tree.map(split, batch)
 
 
+def _all_finite(*trees) -> jax.Array:
+  """1.0 if every inexact entry of `trees` is finite, else 0.0 (float32 scalar)."""
+  leaves = [x for x in jax.tree.leaves(trees) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  flags = jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+  return jnp.all(flags).astype(jnp.float32)
+
+
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -61,8 +68,11 @@ def make_train_step(
     donate: donate the incoming state's buffers.
     jit: False returns the plain Python function (for tests and tracing).
   Returns: `step(state, batch) -> (new_state, metrics)`; metrics always has
-    `loss`, `grad_norm`, `update_norm` and the `loss_fn` metrics (averaged
-    over micro-batches), all float32 scalars.
+    `loss`, `grad_norm`, `update_norm`, `finite` and the `loss_fn` metrics
+    (averaged over micro-batches), all float32 scalars. `finite` is 1.0 when
+    the loss, both norms and every new parameter are finite (one fused
+    reduction over the parameters, on device), else 0.0: the loop never
+    checkpoints a state whose step had `finite == 0`.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -105,6 +115,7 @@ def make_train_step(
         grad_norm=optax.global_norm(grads),
         update_norm=optax.global_norm(updates),
     )
+    metrics["finite"] = _all_finite(metrics["loss"], metrics["grad_norm"], metrics["update_norm"], params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
     return new_state, metrics
 
