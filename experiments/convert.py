@@ -11,7 +11,6 @@ the chat template), which `pragjax.models.load_hf`, `Tokenizer.from_dir` and
 
 import os
 import sys
-import time
 
 from absl import app, flags
 
@@ -21,31 +20,15 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"
                            "storage dtype of the written tensors")
 
 
-def convert(gguf_path: str, out_dir: str, dtype: str = "float32") -> dict:
-  """GGUF -> HF directory; returns a summary (model_type, parameters, tensors written, seconds)."""
-  import numpy as np
-  from flax import nnx
-
-  from pragjax.models import GGUFFile, load_gguf, real_builtins, save_hf
-  from pragjax.models.tokenizer import Tokenizer
-
-  t0 = time.perf_counter()
-  path = real_builtins.resolve(gguf_path)
-  gf = GGUFFile(path)
-  model, cfg = load_gguf(gf)
-  tok = Tokenizer.from_gguf(gf)
-  save_hf(model, cfg, out_dir, dtype=dtype)
-  tok.save(out_dir)
-  n = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-  return dict(source=path, out=out_dir, model_type=cfg.model_type, parameters=n, dtype=dtype,
-              seconds=time.perf_counter() - t0)
-
-
 def main(argv):
   del argv
   if not _GGUF.value or not _OUT.value:
     raise app.UsageError("--gguf and --out are required")
-  s = convert(_GGUF.value, os.path.abspath(os.path.expanduser(_OUT.value)), _DTYPE.value)
+  from pragjax.models import real_builtins
+  from pragjax.models.gguf_io import gguf_to_hf
+
+  s = gguf_to_hf(real_builtins.resolve(_GGUF.value), os.path.abspath(os.path.expanduser(_OUT.value)),
+                 dtype=_DTYPE.value)
   print(f"{s['source']} -> {s['out']}: {s['model_type']}, {s['parameters'] / 1e6:.1f}M parameters in "
         f"{s['dtype']}, {s['seconds']:.1f} s")
   sys.stdout.flush()

@@ -42,10 +42,12 @@ def _llama3_factors(rp: dict, head_dim: int) -> np.ndarray:
 
 
 def hf_to_gguf(hf_dir: str, out_path: str, *, qtype: str | None = None, name: str = "tiny", skip=(),
-               as_int32=()) -> str:
+               as_int32=(), tokenizer=None) -> str:
   """Converts the tiny HF checkpoint in `hf_dir` to `out_path`; matrices stored as `qtype` (None: F32).
 
-  `skip`: GGUF tensor names left out; `as_int32`: GGUF tensor names stored as I32 (for error tests).
+  `skip`: GGUF tensor names left out; `as_int32`: GGUF tensor names stored as I32 (for error tests);
+  `tokenizer`: a byte-level BPE `pragjax` Tokenizer (GPT-2 pre-tokenizer) written as the file's vocabulary
+  (default: a placeholder vocabulary of the model's size).
   """
   import gguf
   from safetensors.numpy import load_file
@@ -86,13 +88,28 @@ def hf_to_gguf(hf_dir: str, out_path: str, *, qtype: str | None = None, name: st
     w.add_final_logit_softcapping(float(cfg["final_logit_softcapping"]))
   w.add_bos_token_id(cfg.get("bos_token_id", 1))
   w.add_eos_token_id(cfg.get("eos_token_id", 2))
-  # A placeholder byte-level vocabulary, so that readers which insist on one find it.
-  toks = [f"t{i}" for i in range(cfg["vocab_size"])]
+  if tokenizer is None:  # A placeholder byte-level vocabulary, so that readers which insist on one find it.
+    toks, types, merges, pre = [f"t{i}" for i in range(cfg["vocab_size"])], None, [], "default"
+  else:
+    backend = json.loads(tokenizer.backend.to_str())
+    vocab = backend["model"]["vocab"]
+    toks = [None] * (max(vocab.values()) + 1)
+    for t, i in vocab.items():
+      toks[i] = t
+    special = {a["id"] for a in backend["added_tokens"] if a["special"]}
+    toks += [f"<unused{i}>" for i in range(len(toks), cfg["vocab_size"])]
+    types = [3 if i in special else 5 if t.startswith("<unused") else 1 for i, t in enumerate(toks)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"]["merges"]]
+    pre = "gpt2"
+    w.add_pad_token_id(tokenizer.pad_token_id)
+    w.add_add_bos_token(True)
+    w.add_chat_template("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+                        "{% if add_generation_prompt %}<s>assistant: {% endif %}")
   w.add_tokenizer_model("gpt2")
-  w.add_tokenizer_pre("default")
+  w.add_tokenizer_pre(pre)
   w.add_token_list(toks)
-  w.add_token_types([1] * len(toks))
-  w.add_token_merges([])
+  w.add_token_types(types or [1] * len(toks))
+  w.add_token_merges(merges)
 
   def put(gname: str, x: np.ndarray):
     x = np.ascontiguousarray(x, np.float32)

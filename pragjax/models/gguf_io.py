@@ -282,3 +282,29 @@ def load_gguf(
   model = build_model(cfg, _Reader(gf, cfg, arch), mesh=mesh, rules=rules)
   return model, cfg
 
+
+
+def gguf_to_hf(path: str, out_dir: str, *, dtype: str = "float32") -> dict:
+  """Writes GGUF file `path` as an HF checkpoint directory `out_dir` (weights in `dtype`, tokenizer files).
+
+  `config.json` + `model.safetensors` (dequantized, un-permuted) and
+  `tokenizer.json` + `tokenizer_config.json` (special tokens, chat template):
+  what `load_hf`, `Tokenizer.from_dir` and transformers' `from_pretrained`
+  read. Returns a summary (source, out, model_type, parameters, dtype, seconds).
+  """
+  import time  # pylint: disable=g-import-not-at-top
+
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  from pragjax.models.hf_io import save_hf  # pylint: disable=g-import-not-at-top
+  from pragjax.models.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+
+  t0 = time.perf_counter()
+  gf = GGUFFile(path)
+  model, cfg = load_gguf(gf)
+  tok = Tokenizer.from_gguf(gf)
+  save_hf(model, cfg, out_dir, dtype=dtype)
+  tok.save(out_dir)
+  n = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  return dict(source=gf.path, out=out_dir, model_type=cfg.model_type, parameters=n, dtype=dtype,
+              seconds=time.perf_counter() - t0)
