@@ -17,6 +17,9 @@ template. Encoding, batching, decoding and chat templating follow
   transformers' (`trim_blocks`, `lstrip_blocks`, `raise_exception`,
   `strftime_now`, `tojson`).
 
+`Tokenizer.from_gguf(path)` builds the tokenizer a GGUF file's metadata
+describes (llama.cpp's vocabulary format; see `gguf_tokenizer`).
+
 `save(path)` writes a directory that `AutoTokenizer.from_pretrained` loads.
 `build_word_level_tokenizer` and `train_bpe_tokenizer` make small tokenizers
 locally (toy worlds, tests).
@@ -180,6 +183,20 @@ class Tokenizer:
     return cls(backend, **specials, chat_template=chat_template,
                padding_side=config.get("padding_side", "right"),
                truncation_side=config.get("truncation_side", "right"), source=path)
+
+  @classmethod
+  def from_gguf(cls, path: str) -> "Tokenizer":
+    """The tokenizer of GGUF file `path`, from its `tokenizer.*` metadata (see `gguf_tokenizer`)."""
+    # Imported here: gguf_tokenizer imports this module.
+    from pragjax.models import gguf_file, gguf_tokenizer  # pylint: disable=g-import-not-at-top
+    if isinstance(path, gguf_file.GGUFFile):  # already parsed (e.g. by load_gguf's caller)
+      gf = path
+    else:
+      try:
+        gf = gguf_file.GGUFFile(path)
+      except gguf_file.GGUFError as e:
+        raise TokenizerError(str(e)) from e
+    return gguf_tokenizer.tokenizer_from_gguf(gf)
 
   @property
   def vocab_size(self) -> int:
