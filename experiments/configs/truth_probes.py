@@ -7,6 +7,8 @@ Variants:
             any loadable checkpoint: --config.model.path=/ckpt/...
   ci        `trilemma` on 150 statements per dataset at a fixed C = 1 (tests: a
             tiny random HF model; cross-validation has its own unit tests)
+  smollm2   the real built-in SmolLM2-135M-Instruct (builtin:smollm2-135m-instruct) on the trilemma
+            data (city_locations, med_indications), every block from 10% depth (3..29 of 30)
   llama8b   7-9B checkpoints (Llama-3-8B, Mistral-7B, Gemma-2-9B, Qwen2.5-7B) on
             the trilemma data, every layer from 10% depth, bfloat16 on one GPU:
             launch/gpu_node.sh truth_probes --config=experiments/configs/truth_probes.py:llama8b \
@@ -74,6 +76,9 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.report = ConfigDict(dict(plot=True))
   if arg == "toy":
     pass
+  elif arg == "smollm2":
+    c.model = common.model_config(path="builtin:smollm2-135m-instruct", builtin="")
+    c.data.update(datasets="city_locations,med_indications", batch_size=32)
   elif arg in ("trilemma", "ci") + REAL_SCALE:
     c.model = common.model_config(path="", builtin="")
     c.data.datasets = "city_locations,med_indications"
@@ -85,5 +90,6 @@ def get_config(arg: str = "toy") -> ConfigDict:
       c.model.update(dtype="bfloat16")
       c.data.batch_size = 32
   else:
-    raise ValueError(f"unknown truth_probes variant {arg!r}; expected toy, trilemma, ci or one of {REAL_SCALE}")
+    raise ValueError(f"unknown truth_probes variant {arg!r}; expected toy, trilemma, ci, smollm2 or one of "
+                     f"{REAL_SCALE}")
   return c
