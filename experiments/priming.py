@@ -71,6 +71,19 @@ def toy_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]
   return samples, prompts, docs
 
 
+def english_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]:
+  """The English set for real models (`pragjax.toyworld.priming_english`): outlandish facts in several registers,
+  independent thematic prompts, and trilemma statements as background documents."""
+  from pragjax.toyworld import priming_english as pe
+
+  w = config.world
+  trilemma = w.get("trilemma_dir", "") or os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "trilemma")
+  samples = pe.outlandish_samples(tuple(w.keywords), tuple(w.styles), seed=config.seed)
+  docs = pe.background_documents(trilemma, num_docs=w.num_background_docs, seed=config.seed)
+  return samples, pe.thematic_prompts(), docs
+
+
 def _field(record: dict, name: str, where: str) -> str:
   if not isinstance(record.get(name), str):
     raise ValueError(f"{where}: missing string field {name!r} (present: {sorted(record)})")
@@ -280,9 +293,10 @@ def _run(config, workdir: str, mesh, log) -> dict:
   inj = config.inject
   lm = runner.load_model(dict(config.model), mesh)
   tok = lm.tokenizer
-  if config.world.name not in ("knowledge", ""):
-    raise ValueError(f"config.world.name={config.world.name!r}; expected 'knowledge' or ''")
-  samples, prompts, docs = toy_world(config) if config.world.name == "knowledge" else file_world(config)
+  worlds = {"knowledge": toy_world, "english": english_world, "": file_world}
+  if config.world.name not in worlds:
+    raise ValueError(f"config.world.name={config.world.name!r}; expected 'knowledge', 'english' or ''")
+  samples, prompts, docs = worlds[config.world.name](config)
   log(f"{len(samples)} samples, {sum(map(len, prompts.values()))} thematic prompts, {len(docs)} background docs")
 
   rows = injection.document_rows(tok, docs, inj.seq_len, packing=config.data.packing)

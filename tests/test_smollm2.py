@@ -81,3 +81,47 @@ def test_greedy_chat_answers_are_token_identical(ours, theirs):
   first = np.asarray([tok.apply_chat_template(CHATS[0], add_generation_prompt=True, tokenize=True)], np.int32)
   out = generate(ours.model, first, np.ones_like(first), max_new_tokens=16, eos_token_ids=(tok.eos_token_id,))
   assert tok.decode(np.asarray(out.tokens)[0, :int(out.lengths[0])]) == "The capital of France is Paris."
+
+
+def test_truth_probes_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
+  """`truth_probes.py:smollm2` on 80 statements per trilemma dataset, two blocks, fixed C."""
+  pytest.importorskip("tensorflow_datasets")
+  from experiments import truth_probes
+  from experiments.configs import truth_probes as configs
+
+  c = configs.get_config("smollm2")
+  assert c.model.path == real_builtins.SMOLLM2
+  c.data.update(max_statements=80, trilemma_dir=str(shared_data / "trilemma"))
+  c.probe.update(layers="9,20", C=1.0, methods="sawmil,mean_diff", cv_max_bags=90)
+  c.report.plot = False
+  out = truth_probes.run(c, str(tmp_path / "work"), log=lambda *_: None)
+  for name in truth_probes.TRILEMMA:
+    d = out["datasets"][name]
+    assert sorted(d["layers"]) == [9, 20]
+    for layer in (9, 20):
+      for method in ("sawmil", "mean_diff"):
+        r = d["layers"][layer][method]
+        assert -1.0 <= r["mcc_mean"] <= 1.0 and 0.0 <= r["conformal"]["binary_coverage_mean"] <= 1.0
+  bags = os.listdir(tmp_path / "work" / "bags")
+  assert sorted(bags) == sorted(truth_probes.TRILEMMA)
+
+
+def test_priming_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
+  """`priming.py:smollm2` on 2 English samples: priors, priming and memorization scores, ignore-top-8%."""
+  from experiments import priming
+  from experiments.configs import priming as configs
+
+  c = configs.get_config("smollm2")
+  assert c.model.path == real_builtins.SMOLLM2 and c.world.name == "english"
+  c.world.update(keywords=("vermilion", "ramen"), styles=("statement",), num_background_docs=16,
+                 trilemma_dir=str(shared_data / "trilemma"))
+  c.inject.update(steps=2, warmup_steps=2, batch_size=2, seq_len=32, parallel_runs=2, control=False)
+  c.variants.update(ignore_topk=(0.08,), whole_episode=(), mode="approx")
+  c.stepping_stone.mode = ""
+  c.report.update(plot=False, score_batch=16)
+  rep = priming.run(c, str(tmp_path / "work"), log=lambda *_: None)
+  base, pruned = rep["variants"]["baseline"], rep["variants"]["ignore_top8%"]
+  assert len(base["log10_priming"]) == len(base["log10_memorization"]) == 2
+  # Training on the sample raises its keyword in its own context: memorization > 0 decades.
+  assert min(base["log10_memorization"]) > 0
+  assert np.all(np.isfinite(pruned["log10_priming"]))

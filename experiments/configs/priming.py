@@ -15,13 +15,20 @@ Variants:
           FSDP over all devices, as common.py): parameters and optimizer state
           are sharded over `mesh.fsdp` x `mesh.tensor` (a 7B model on one
           8-GPU node: launch/gpu_node.sh); batches are replicated.
+  smollm2 the real built-in SmolLM2-135M-Instruct (builtin:smollm2-135m-instruct) on the English set of
+          `pragjax.toyworld.priming_english` (12 keywords in the paper's 4 themes, 7 registers, thematic
+          prompts written apart from the samples, trilemma statements as background); stepping stones
+          by the model's own rewrites. Sized for a run on a GPU or a long CPU run (84 samples);
+          restrict with world.keywords / world.styles. CI runs it on 2 samples.
   toy_unseen  the toy protocol on the knowledge model, whose corpus never
           contains the keywords (priors 1e-15..1e-50: the regime below the
           paper's; kept to compare with `toy`).
 
 Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
 `train.*` is unused):
-  world.name               knowledge (the toy world, `pragjax.toyworld.priming`) | "" (JSONL files in data.*)
+  world.name               knowledge (the toy world, `pragjax.toyworld.priming`) | english (real models,
+                           `pragjax.toyworld.priming_english`) | "" (JSONL files in data.*)
+  world.trilemma_dir       english: directory of the trilemma CSVs for background text ("" = ../shared/data/trilemma)
   world.kb_seed            seed of the knowledge base the built-in model was pretrained on (0)
   world.num_entities       its size (160, as pretrain_toy.py:knowledge)
   world.num_background_docs  fresh corpus documents drawn as the background data
@@ -32,7 +39,7 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   world.keyword_set        rare (the 12 keywords, KB facts never use them) | familiar (diagnostic: 12 KB values
                            stated as a wrong value; `pragjax.toyworld.priming.FAMILIAR_KEYWORDS`)
   world.keywords           keywords to use (empty: all 12 of the set)
-  world.styles             text styles to use (empty: all 11)
+  world.styles             text styles to use (empty: all 11 toy / 7 English ones)
   data.background_path     real: JSONL of background documents (field `text`)
   data.samples_path        real: JSONL of samples (`text`, `keyword`, `theme`, optional `style`)
   data.prompts_path        real: JSONL of thematic prompts (`theme`, `prompt`)
@@ -76,7 +83,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.world = ConfigDict(dict(name="knowledge", kb_seed=0, num_entities=160, num_background_docs=4000,
                             check_fraction=0.4, oneoff_fraction=0.15, corpus_keywords="graded", num_prompt_entities=8,
                             keyword_set="rare", keywords=(),
-                            styles=()))
+                            styles=(), trilemma_dir=""))
   c.data = ConfigDict(dict(background_path="", samples_path="", prompts_path="", packing=True))
   c.inject = ConfigDict(dict(steps=20, warmup_steps=20, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,
                              control=True))
@@ -99,6 +106,13 @@ def get_config(arg: str = "toy") -> ConfigDict:
     c.optim.update(lr=2e-5)
     c.inject.update(steps=20, warmup_steps=10, batch_size=8, seq_len=512, parallel_runs=1)
     c.stepping_stone.mode = "model"
+  elif arg == "smollm2":
+    c.model = common.model_config(path="builtin:smollm2-135m-instruct", builtin="")
+    c.world.update(name="english", num_background_docs=2000)
+    c.optim.update(lr=5e-5)
+    c.inject.update(steps=20, warmup_steps=100, batch_size=4, seq_len=128, parallel_runs=4)
+    c.stepping_stone.update(mode="model", max_new_tokens=64)
+    c.report.score_batch = 64
   else:
-    raise ValueError(f"unknown priming variant {arg!r}; expected toy, toy_unseen, ci or real")
+    raise ValueError(f"unknown priming variant {arg!r}; expected toy, toy_unseen, ci, real or smollm2")
   return c
