@@ -176,7 +176,8 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    state = ocp.StandardCheckpointer().restore(self.step_dir(step) / "state")
+    with ocp.StandardCheckpointer() as reader:
+      state = reader.restore(self.step_dir(step) / "state")
     data = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
     return jax.device_get(state), dict(data or {})
 

@@ -139,8 +139,8 @@ def _mesh_errors(config, batch_size) -> list[str]:
     return [f"{fields}: {e}"]
   if not _int(batch_size) or batch_size < 1:
     return []
-  spec = sharding_lib.batch_sharding(mesh).spec
-  axes = [a for a in (spec[0] if isinstance(spec[0], tuple) else (spec[0],)) if a] if len(spec) else []
+  axes = dict(sharding_lib.DEFAULT_RULES)["batch"]  # the mesh axes `batch_sharding` splits the batch over
+  axes = [a for a in ((axes,) if isinstance(axes, str) else axes or ()) if a in mesh.shape]
   shards = math.prod(mesh.shape[a] for a in axes)
   errors = []
   if batch_size % shards:

@@ -127,8 +127,7 @@ def _where(checkpointer: Checkpointer | None) -> str:
 def _nonfinite_message(step: int, metrics: dict) -> str:
   bad = [f"{k} ({metrics[k]})" for k in ("loss", "grad_norm", "update_norm") if not math.isfinite(metrics[k])]
   what = bad[0] if bad else "parameters after the update"
-  also = bad[1:] + (["parameters after the update"] if bad else [])
-  return f"non-finite {what} at step {step}" + (f" (also: {', '.join(also)})" if also else "")
+  return f"non-finite {what} at step {step}" + (f" (also: {', '.join(bad[1:])})" if bad[1:] else "")
 
 
 def _finish_save(checkpointer: Checkpointer | None, error: BaseException | None) -> None:
