@@ -157,3 +157,38 @@ def test_gguf_to_hf_directory_reads_in_load_hf_and_transformers(checkpoints, tmp
   chat = [{"role": "user", "content": "hi"}]
   assert from_dir.apply_chat_template(chat, add_generation_prompt=True) == hf_tok.apply_chat_template(
       chat, add_generation_prompt=True, tokenize=False) == "<s>user: hi</s><s>assistant: "
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K", "BF16", "F16"])
+def test_k_quant_and_half_tensors_dequantize_to_their_shape(qtype, tmp_path):
+  """Types the gguf package dequantizes but cannot quantize (K-quants): random blocks with finite scales."""
+  import gguf
+
+  from pragjax.models import GGUFFile
+
+  qt = gguf.GGMLQuantizationType[qtype]
+  block, size = gguf.GGML_QUANT_SIZES[qt]
+  rows, cols = 3, 512
+  rng = np.random.default_rng(0)
+  if qtype in ("BF16", "F16"):
+    data = gguf.quants.quantize(rng.normal(size=(rows, cols)).astype(np.float32), qt)
+  else:
+    data = rng.integers(0, 256, size=(rows, cols // block * size), dtype=np.uint8)
+    blocks = data.reshape(rows, cols // block, size)
+    # Every f16 scale (d, dmin) of these layouts: the first 4 bytes (Q4_K, Q5_K) or the last 2 (Q6_K).
+    scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    spans = [(size - 2, size)] if qtype == "Q6_K" else [(0, 2), (2, 4)]
+    for a, b in spans:
+      blocks[:, :, a:b] = scale
+  path = str(tmp_path / "k.gguf")
+  w = gguf.GGUFWriter(path, arch="llama")
+  w.add_tensor("x", data, raw_shape=data.shape, raw_dtype=qt)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  gf = GGUFFile(path)
+  assert gf.shape("x") == (rows, cols) and gf.tensor_type("x") == qtype
+  x = gf.tensor("x")
+  assert x.shape == (rows, cols) and x.dtype == np.float32 and np.isfinite(x).all() and np.abs(x).max() > 0
+  np.testing.assert_array_equal(x, gguf.quants.dequantize(data, qt).reshape(rows, cols).astype(np.float32))
