@@ -83,8 +83,9 @@ def prepare_workdir(workdir: str | None) -> str:
 
 
 def user_message(e: BaseException) -> str:
-  """The one or two lines a user sees for `e`: its message and its notes (e.g. where training stopped)."""
-  notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+  """The one or two lines a user sees for `e`: its message and its notes (e.g. where training stopped),
+  less notes about tracebacks (grain adds one)."""
+  notes = "".join(f"\n{n.strip()}" for n in getattr(e, "__notes__", ()) if "traceback" not in n)
   return f"error ({type(e).__name__}): {e}{notes}"
 
 

@@ -1,8 +1,11 @@
 """End-to-end runs of `experiments.sft` in subprocesses: exact resume after
-SIGKILL, checkpoint on SIGTERM, stop on NaN, clear errors for bad input."""
+SIGKILL (also at random points: during a save, a step, the export), checkpoint
+on SIGTERM, Ctrl-C, stop on NaN, one run per workdir, clear errors for bad
+input, printed last."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -91,11 +94,18 @@ def _weights(workdir):
     return f.read()
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_is_bitwise_equal(setup):
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+  """The workdir of the run every interrupted one must end equal to."""
   ref = str(setup["root"] / "uninterrupted")
   r = _run(_cmd(setup, ref))
   assert r.returncode == 0, r.stderr[-3000:]
+  return ref
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_equal(setup, uninterrupted):
+  ref = uninterrupted
   killed = str(setup["root"] / "killed")
   code, _ = _start_and_signal(_cmd(setup, killed), signal.SIGKILL, lambda: max(_steps(killed), default=0) >= 4)
   assert code == -signal.SIGKILL
@@ -166,3 +176,129 @@ def test_truncated_away_examples_are_reported_not_trained(setup, tmp_path, capsy
   rows = read_metrics(str(tmp_path / "w"))
   assert rows[-1]["dropped_examples"] >= 4
   assert "were skipped (not trained on)" in capsys.readouterr().out
+
+
+def _last_lines(text: str, n: int = 2) -> str:
+  return "\n".join([line for line in text.splitlines() if line.strip()][-n:])
+
+
+def _tmp_checkpoints(workdir) -> list[str]:
+  d = os.path.join(workdir, "checkpoints")
+  return [n for n in os.listdir(d) if "orbax-checkpoint-tmp" in n] if os.path.isdir(d) else []
+
+
+def _assert_checkpoints_readable_and_finite(workdir):
+  from pragjax.train.checkpoint import Checkpointer
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=100, interval=1, async_save=False)
+  for step in ckpt.steps():
+    state, data_state = ckpt.restore_raw(step)
+    leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state["params"])]
+    assert leaves and all(np.all(np.isfinite(x)) for x in leaves), f"checkpoint {step} of {workdir} is not finite"
+    assert data_state, f"checkpoint {step} of {workdir} has no data-iterator state"
+  ckpt.close()
+
+
+def _start(cmd):
+  return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(p, ready, timeout=300, poll=0.002) -> bool:
+  """Waits until `ready()`; False if the run `p` ended first."""
+  t0 = time.time()
+  while not ready():
+    if p.poll() is not None:
+      return False
+    assert time.time() - t0 < timeout, "timed out waiting on the run"
+    time.sleep(poll)
+  return True
+
+
+def _newest(workdir) -> int:
+  return max(_steps(workdir), default=0)
+
+
+@pytest.mark.slow
+def test_kills_at_random_points_then_reruns_end_equal_and_every_checkpoint_is_good(setup, uninterrupted):
+  """The same command run until it finishes, interrupted by: SIGKILL while a checkpoint is being written,
+  SIGKILL at a random time during the steps, Ctrl-C (while it is paused, a second run on the workdir is
+  refused), SIGKILL while the trained model is exported. After each, every checkpoint on disk restores
+  and is finite; at the end the weights equal the uninterrupted run's and each step is logged once."""
+  rng = random.Random(19)
+  workdir = str(setup["root"] / "faults")
+  cmd = _cmd(setup, workdir, "--config.train.log_every=1")
+  lock = os.path.join(workdir, ".pragjax.lock")
+
+  p = _start(cmd)
+  assert _wait_for(p, lambda: bool(_tmp_checkpoints(workdir))), "no save caught in progress"
+  p.kill()
+  p.communicate(timeout=60)
+  _assert_checkpoints_readable_and_finite(workdir)
+  assert os.path.exists(lock)  # left behind by the killed run: stale, so the rerun takes it over
+
+  p = _start(cmd)
+  resumed = _newest(workdir)
+  assert _wait_for(p, lambda: _newest(workdir) > resumed), "the rerun wrote no checkpoint"
+  time.sleep(rng.uniform(0.0, 0.5))
+  assert p.poll() is None, "the run ended before the random kill"
+  p.kill()
+  p.communicate(timeout=60)
+  _assert_checkpoints_readable_and_finite(workdir)
+
+  p = _start(cmd)
+  resumed = _newest(workdir)
+  assert _wait_for(p, lambda: os.path.exists(lock) and json.load(open(lock)).get("pid") == p.pid)
+  p.send_signal(signal.SIGSTOP)  # holds the lock, alive
+  other = _run(cmd)
+  p.send_signal(signal.SIGCONT)
+  assert other.returncode == 1
+  assert f"is in use by another run: pid {p.pid} on host" in _last_lines(other.stderr), other.stderr[-2000:]
+  assert _wait_for(p, lambda: _newest(workdir) > resumed), "the run ended before Ctrl-C"
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 130, err[-3000:]
+  last = _last_lines(err, 1)
+  assert "interrupted at step" in last and "last good checkpoint: step" in last, err[-3000:]
+  assert not _tmp_checkpoints(workdir)
+  _assert_checkpoints_readable_and_finite(workdir)
+
+  p = _start(cmd)
+  if _wait_for(p, lambda: os.path.isdir(os.path.join(workdir, "hf"))):
+    p.kill()
+  p.communicate(timeout=60)
+  _assert_checkpoints_readable_and_finite(workdir)
+
+  r = _run(cmd)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _weights(workdir) == _weights(uninterrupted)
+  steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert steps == list(range(1, 13)), steps
+  assert not os.path.exists(lock)
+
+
+@pytest.mark.slow
+def test_error_mid_run_finalises_the_checkpoint_and_is_the_last_thing_printed(setup, tmp_path):
+  lines = open(setup["data"]).read().splitlines()
+  lines[5 * 8 + 2] = "{not json"  # met in step 6 (shuffle off, 8 records a step)
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text("\n".join(lines) + "\n")
+  workdir = str(tmp_path / "w")
+  r = _run(_cmd(setup, workdir, f"--config.data.train_path={bad}", "--config.data.shuffle=False",
+                "--config.data.validate=False", "--config.train.checkpoint_every=5"))
+  assert r.returncode == 1
+  tail = _last_lines(r.stderr)
+  assert f"{bad}, line 43: invalid JSON" in tail, r.stderr[-3000:]
+  assert "training stopped at step 5; last good checkpoint: step 5" in tail, r.stderr[-3000:]
+  assert 5 in _steps(workdir) and not _tmp_checkpoints(workdir)
+  _assert_checkpoints_readable_and_finite(workdir)
+
+
+def test_bad_config_stops_before_any_model_loads_naming_each_flag(setup, tmp_path):
+  workdir = tmp_path / "w"
+  r = _run(_cmd(setup, str(workdir), "--config.train.keep_checkpoints=0", "--config.optim.lr=-0.001",
+                f"--config.model.path={tmp_path / 'no_model_here'}"))
+  assert r.returncode == 1
+  tail = _last_lines(r.stderr, 3)
+  assert "--config.train.keep_checkpoints=0: must be >= 1" in tail, r.stderr[-3000:]
+  assert "--config.optim.lr=-0.001: must be > 0" in tail, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and not (workdir / "checkpoints").exists()
