@@ -9,7 +9,8 @@ Loads every task of `tasks` (BIG-bench directories or files, JSONL, CSV; see
 of `modes` in one batched lean pass, writes WORKDIR/results.json (config,
 per-task / per-group / overall accuracies with 95% Wilson intervals, chance
 and majority rates, the table, and with `save_examples` every record's
-option scores) and prints the markdown table.
+option scores), WORKDIR/mcqa.png (per-task accuracies beside chance and majority; `plot`) and
+prints the markdown table.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def run(config, workdir: str, log=print) -> dict:
   if config.save_examples:
     out["examples"] = mcqa.examples_table(records, scores)
   write_json(os.path.join(workdir, "results.json"), out, indent=1, default=_json_default)
+  if config.get("plot", True) and jax.process_index() == 0:
+    out["plot"] = mcqa.plot_summary(summary, modes, os.path.join(workdir, "mcqa.png"),
+                                    title=f"{os.path.basename(loaded.path)}: accuracy per task")
   return out
 
 

@@ -31,6 +31,7 @@ Fields (beyond seed, model.*, mesh.*, runtime.* of common.py):
   padding_side     left | right (scores do not depend on it)
   progress         show a progress bar over batches
   save_examples    keep every record's option scores and predictions in results.json
+  plot             write WORKDIR/mcqa.png (per-task accuracy per mode, chance and majority marked)
 """
 
 from ml_collections import ConfigDict
@@ -49,14 +50,14 @@ def get_config(arg: str = "bigbench") -> ConfigDict:
       tasks="", bigbench_dir="", modes=",".join(mcqa.MODES), batch_size=16, max_examples=0, shuffle_options=True,
       chat_template=False, neutral_prompt=mcqa.DEFAULT_NEUTRAL_PROMPT, letter_cue=mcqa.DEFAULT_LETTER_CUE,
       letter_format=mcqa.DEFAULT_LETTER_FORMAT, separator=" ", max_length=0, padding_side="right", progress=True,
-      save_examples=True,
+      save_examples=True, plot=True,
   ))
   if arg == "bigbench":
     pass
   elif arg == "smollm2":
     c.model.path = SMOLLM2
   elif arg == "ci":
-    c.update(tasks=CI_TASKS, max_examples=4, batch_size=8, progress=False)
+    c.update(tasks=CI_TASKS, max_examples=4, batch_size=8, progress=False, plot=False)
   else:
     raise ValueError(f"unknown mcqa variant {arg!r}; expected bigbench, smollm2 or ci")
   return c

@@ -723,3 +723,33 @@ def examples_table(records: Sequence[Record], scores: Mapping[str, Sequence[np.n
   return [{"id": r.id, "task": r.task, "correct": r.correct_options(),
            **{m: {"prediction": int(np.argmax(s[i])), "scores": [float(x) for x in s[i]]} for m, s in scores.items()}}
           for i, r in enumerate(records)]
+
+
+def plot_summary(summary: dict, modes: Sequence[str], path: str, title: str = "") -> str:
+  """PNG: per task, each mode's accuracy with its 95% interval, beside the task's chance and majority rates."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  tasks = list(summary["tasks"])
+  x = np.arange(len(tasks))
+  width = 0.8 / max(1, len(modes))
+  fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(tasks) + 2), 4.2))
+  for j, m in enumerate(modes):
+    stats = [summary["tasks"][t]["modes"][m] for t in tasks]
+    acc = np.asarray([s["accuracy"] for s in stats])
+    err = np.asarray([[a - s["ci_low"] for a, s in zip(acc, stats)], [s["ci_high"] - a for a, s in zip(acc, stats)]])
+    ax.bar(x - 0.4 + width * (j + 0.5), acc, width, yerr=err, capsize=2, label=m)
+  for i, t in enumerate(tasks):
+    ax.hlines(summary["tasks"][t]["chance"], i - 0.45, i + 0.45, colors="k", linestyles="--",
+              label="chance" if i == 0 else None)
+    ax.hlines(summary["tasks"][t]["majority"], i - 0.45, i + 0.45, colors="r", linestyles=":",
+              label="majority class" if i == 0 else None)
+  ax.set_xticks(x, [t.replace("hhh_alignment/", "hhh/") for t in tasks], rotation=30, ha="right", fontsize=8)
+  ax.set(ylabel="accuracy (95% Wilson CI)", ylim=(0, 1.05), title=title or "multiple-choice accuracy per task")
+  ax.legend(fontsize=7, ncol=3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -419,3 +419,14 @@ def test_entry_point_end_to_end(tmp_path):
     assert saved["overall"]["micro"][mode]["correct"] == correct
     assert all(len(e[mode]["scores"]) == {"bb/two": 5}.get(e["task"], 2) for e in saved["examples"])
   assert any("5 records in 3 tasks" in line for line in logs)
+
+
+def test_plot_summary_writes_a_png(tmp_path):
+  records = [mcqa.Record(id=str(i), task="t2" if i % 2 else "t5", prompt="Q:", options=["a", "b"] if i % 2 else
+                         ["a", "b", "c", "d", "e"], answer=i % 2) for i in range(8)]
+  scores = {m: [np.arange(len(r.options), dtype=np.float64)[::-1] for r in records] for m in ("sum", "pmi")}
+  summary = mcqa.summarize(records, scores)
+  path = mcqa.plot_summary(summary, ["sum", "pmi"], str(tmp_path / "p.png"))
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert os.path.getsize(path) > 5000
