@@ -13,6 +13,7 @@ Each PRM trains in WORKDIR/<loss>; a killed run resumes there.
 """
 
 import functools
+import io
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.train import runner
@@ -44,10 +46,9 @@ def _params(model):
 
 def _cached(workdir: str, name: str, key: dict, make):
   """`make()`, saved as WORKDIR/name.json and reused by a rerun with the same `key` (sampling is the slow part)."""
-  path = os.path.join(workdir, f"{name}.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  path = paths.join(workdir, f"{name}.json")
+  if paths.resolve(path).exists():
+    saved = json.loads(paths.read_text(path))
     if saved.get("key") == key:
       return saved["value"]
   value = make()
@@ -145,9 +146,12 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
                  for mode in ev.modes}
     report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1,
                             "first_error_names_ignored": f1_values}
-  np.savez(os.path.join(workdir, "eval_scores.npz"), correct=correct, first_error=labels,
+  buf = io.BytesIO()
+  np.savez(buf, correct=correct, first_error=labels,
            num_steps=np.asarray([[len(arithmetic.split_steps(x)) for x in g] for g in eval_samples]),
            **{k.replace(":", "__"): v for k, v in scores.items()})
+  if jax.process_index() == 0:
+    paths.write_bytes(paths.join(workdir, "eval_scores.npz"), buf.getvalue())
   weighted = f"{config.prm.losses[0]}:{ev.weighted}"
   rows = prm_toy.best_of_n_report(correct, classes, scores, ns=ev.best_of, weighted=weighted,
                                   num_subsets=ev.num_subsets, seed=config.seed)

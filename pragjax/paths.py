@@ -1,8 +1,9 @@
 """The one path layer for workdirs: local directories and object-store URIs alike (etils `epath`).
 
-Every read and write under a workdir (checkpoints, `metrics.jsonl`, reports,
-caches, the HF export, the lock) goes through these functions, so
-`--workdir=gs://bucket/run` works wherever a local directory does.
+The training layer's reads and writes under a workdir (checkpoints through
+orbax, `metrics.jsonl`, TensorBoard files, the HF export, the lock) and the
+JSON reports and caches go through these functions, so `--workdir=gs://bucket/run`
+works wherever a local directory does.
 
 - `resolve(path)`: an `epath.Path`; local paths are made absolute (`~` expanded),
   URIs (`gs://...`, any `scheme://` epath knows) are kept as they are.

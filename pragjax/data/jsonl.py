@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
+from pragjax import paths
 from pragjax.data.errors import DataError
 
 _BOM = b"\xef\xbb\xbf"
@@ -157,10 +158,8 @@ def validate_jsonl(path, required_fields: Sequence[str]) -> int:
 
 
 def write_json(path: str, value, *, indent: int | None = None, default=float) -> None:
-  """Writes `value` as one JSON document at `path` (process 0 only; temp file + rename, so atomic)."""
+  """Writes `value` as one JSON document at `path`, a local path or a URI (process 0 only; atomic:
+  `pragjax.paths.write_text`)."""
   if jax.process_index() != 0:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=indent, default=default)
-  os.replace(tmp, path)
+  paths.write_text(path, json.dumps(value, indent=indent, default=default))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from pragjax.train import paths
+from pragjax import paths
 
 COMMIT_MARKER = "commit_success.txt"  # orbax's (orbax.checkpoint._src.path.atomicity_types.COMMIT_SUCCESS_FILE)
 ASIDE_SUFFIX = ".unreadable"

@@ -1,7 +1,7 @@
 """Metric writers: `metrics.jsonl` (one JSON object per logged step) and
 TensorBoard event files (tensorboardX; no TensorFlow). Only process 0 writes.
 
-The workdir may be local or an object-store URI (`pragjax.train.paths`).
+The workdir may be local or an object-store URI (`pragjax.paths`).
 Locally rows are appended as they come; on an object store, which cannot
 append, the file is rewritten whole (at most every `upload_every` seconds, and
 on `flush`/`close`), and TensorBoard writes to a local directory that is
@@ -22,7 +22,7 @@ from typing import Mapping
 
 import jax
 
-from pragjax.train import paths
+from pragjax import paths
 
 
 def _parse_rows(text: str) -> list[dict]:

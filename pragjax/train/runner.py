@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import JsonlSource
 from pragjax.data.collate import tokenize_record
@@ -33,7 +34,7 @@ from pragjax.data.pipeline import make_train_iterator, to_global_arrays
 from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf
 from pragjax.models.tokenizer import Tokenizer, check_vocab
 from pragjax.optim import make_optimizer
-from pragjax.train import checks, paths
+from pragjax.train import checks
 from pragjax.train import workdir as workdir_lib
 from pragjax.train.checkpoint import Checkpointer
 from pragjax.train.flops import device_peak_flops, train_flops_per_token
@@ -245,6 +246,7 @@ def train_lm(
     num_steps: int | None = None,
     flops_factor: float = 1.0,
     flops_seq_len: int | None = None,
+    checkpoint_dir: str | None = None,
 ) -> tuple[LoopResult, LoadedModel]:
   """Fine-tunes (or pretrains) a causal LM with the one train step.
 
@@ -268,6 +270,7 @@ def train_lm(
     flops_factor: model FLOPs per token relative to one train step (e.g. 4/3
       with an in-step reference forward), for the MFU display.
     flops_seq_len: sequence length for the FLOPs estimate (default `train.seq_len`).
+    checkpoint_dir: where the checkpoints go (default `workdir/checkpoints`; a path or a URI).
   """
   workdir = prepare_workdir(workdir)
   with workdir_lib.lock(workdir):
@@ -277,11 +280,11 @@ def train_lm(
       checks.maybe_validate_data(config.data)
     return _train_lm(config, workdir, records=records, model=model, loss_fn_builder=loss_fn_builder,
                      on_log=on_log, make_data=make_data, ref_fn_builder=ref_fn_builder, num_steps=num_steps,
-                     flops_factor=flops_factor, flops_seq_len=flops_seq_len)
+                     flops_factor=flops_factor, flops_seq_len=flops_seq_len, checkpoint_dir=checkpoint_dir)
 
 
 def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, make_data, ref_fn_builder,
-              num_steps, flops_factor, flops_seq_len) -> tuple[LoopResult, LoadedModel]:
+              num_steps, flops_factor, flops_seq_len, checkpoint_dir) -> tuple[LoopResult, LoadedModel]:
   tc = config.train
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   with jax.set_mesh(mesh):
@@ -324,7 +327,7 @@ def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, 
     if nan_step:
       data = _NanInjector(data, nan_step)
     checkpointer = Checkpointer(
-        paths.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+        checkpoint_dir or paths.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
         interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
     )
     writer = MetricWriter(workdir)

@@ -34,7 +34,7 @@ from typing import Iterator
 
 import jax
 
-from pragjax.train import paths
+from pragjax import paths
 
 LOCK_NAME = ".pragjax.lock"
 

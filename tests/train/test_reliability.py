@@ -295,3 +295,52 @@ def test_shipped_configs_of_every_training_entry_point_pass_the_checks():
   config.inject.steps = 0
   with pytest.raises(checks.ConfigError, match=r"--config\.inject\.steps=0: must be >= 1"):
     checks.check_config(config, extra=priming.INJECT_RULES)
+
+
+# -- workdirs on object stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_gcs(monkeypatch):
+  """gs:// served by an in-memory fsspec filesystem (no network): etils epath's fsspec backend opens every
+  gs:// path through it. Yields the filesystem's store (path -> file)."""
+  import importlib
+
+  from etils.epath import backend
+  from fsspec.implementations.memory import MemoryFileSystem
+
+  class FakeGcs(MemoryFileSystem):
+    store, pseudo_dirs = {}, [""]
+
+  monkeypatch.setitem(importlib.import_module("fsspec.registry")._registry, "gcs", FakeGcs)
+  backend.fsspec_backend._get_filesystem.cache_clear()
+  yield FakeGcs.store
+  backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+def test_whole_run_with_the_workdir_on_an_object_store(setup, memory_gcs, tmp_path):
+  from pragjax.models import load_hf
+  from pragjax.train.metrics import MetricWriter, read_metrics
+
+  workdir = "gs://bucket/run"
+  local = tmp_path / "checkpoints"  # orbax writes gs:// through tensorstore's own GCS driver, not fsspec
+  result, trained = runner.train_lm(_config(setup, steps=2, export_hf=True), workdir, checkpoint_dir=str(local))
+  assert result.step == 2 and sorted(os.listdir(local)) == ["1", "2"]
+  names = {k.split("gs://bucket/run/", 1)[-1] for k in memory_gcs}
+  assert {"metrics.jsonl", "hf/config.json", "hf/model.safetensors", "hf/tokenizer.json"} <= names, names
+  assert any(n.startswith("tb/events.out.tfevents") for n in names), names
+  assert workdir_lib.LOCK_NAME not in names  # released
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2]
+
+  hf = tmp_path / "hf"  # the export is a loadable HF directory with the trained weights
+  for name in names:
+    if name.startswith("hf/"):
+      (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+      (tmp_path / name).write_bytes(memory_gcs[f"gs://bucket/run/{name}"].getvalue())
+  model, _ = load_hf(str(hf))
+  np.testing.assert_array_equal(np.asarray(model.embed[...]), np.asarray(trained.model.embed[...]))
+
+  writer = MetricWriter(workdir, tensorboard=False)  # a resume at step 1 drops the rows of the replayed steps
+  assert writer.truncate_after(1) == 1
+  writer.close()
+  assert [r["step"] for r in read_metrics(workdir)] == [1]
