@@ -281,7 +281,7 @@ def run(config, workdir: str, log=print, *, mesh=None) -> dict:
   inputs are replicated (the injected runs are vmapped, not split over the
   data axis), so a mesh serves checkpoints too large for one device.
   """
-  runner.check_config(config, extra=INJECT_RULES)
+  runner.check_config(config, extra=INJECT_RULES, sections=("optim", "mesh"))  # no train or data section used
   mesh = mesh if mesh is not None else sharding_lib.mesh_from_config(dict(config.mesh))
   with runner.lock_workdir(workdir) as workdir, jax.set_mesh(mesh):
     return _run(config, workdir, mesh, log)

@@ -153,8 +153,11 @@ def _mesh_errors(config, batch_size) -> list[str]:
   return errors
 
 
+SECTIONS = ("train", "optim", "data", "mesh")
+
+
 def check_config(config, *, derived: Sequence[str] = (), extra: Iterable[Rule] = (),
-                 mesh: bool = True) -> None:
+                 sections: Sequence[str] = SECTIONS) -> None:
   """Raises `ConfigError` listing every out-of-range field (see the module docstring).
 
   Args:
@@ -162,10 +165,12 @@ def check_config(config, *, derived: Sequence[str] = (), extra: Iterable[Rule] =
     derived: fields (e.g. `"train.steps"`) for which 0 means "derived by the entry point" (e.g. from
       `train.epochs`).
     extra: the entry point's own `(field, check)` rules; a check returns None or what is wrong.
-    mesh: also build the mesh on the visible devices and check the batch against it.
+    sections: the common sections the entry point uses (`mesh`: the mesh builds on the visible devices
+      and, with `train`, divides `train.batch_size`).
   """
   errors = []
-  for name, check in (*TRAIN_RULES, *OPTIM_RULES, *DATA_RULES, *extra):
+  rules = [r for r in (*TRAIN_RULES, *OPTIM_RULES, *DATA_RULES) if r[0].split(".")[0] in sections]
+  for name, check in (*rules, *extra):
     value = _get(config, name)
     if value is _MISSING or (name in derived and value == 0):
       continue
@@ -174,10 +179,12 @@ def check_config(config, *, derived: Sequence[str] = (), extra: Iterable[Rule] =
       tail = " (or 0: derived)" if name in derived else ""
       errors.append(f"{_flag(name, value)}: {problem}{tail}")
   batch, accum = _get(config, "train.batch_size"), _get(config, "train.accum_steps")
+  if "train" not in sections:
+    batch = _MISSING
   if _int(batch) and _int(accum) and batch >= 1 and accum >= 1 and batch % accum:
     errors.append(f"{_flag('train.batch_size', batch)}: must be divisible by --config.train.accum_steps={accum} "
                   f"(micro-batches of equal size)")
-  if mesh:
+  if "mesh" in sections:
     errors.extend(_mesh_errors(config, batch if batch is not _MISSING else None))
   if errors:
     raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

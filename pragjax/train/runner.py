@@ -99,8 +99,12 @@ def cli(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], Any]:
   """
   @functools.wraps(main)
   def wrapped(argv):
+    from absl import app
+
     try:
       return main(argv)
+    except app.UsageError:
+      raise  # absl prints the usage
     except KeyboardInterrupt as e:
       sys.stdout.flush()
       print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr, flush=True)
