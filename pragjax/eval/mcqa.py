@@ -88,7 +88,7 @@ from pragjax import sharding as sharding_lib
 from pragjax.data import collate
 from pragjax.data.errors import DataError
 from pragjax.data.jsonl import JsonlSource
-from pragjax.models.logprobs import batch_token_logprobs
+from pragjax import ops
 
 MODES = ("sum", "mean", "pmi", "letter")
 LETTERS = string.ascii_uppercase
@@ -436,10 +436,36 @@ def letter_prompt(record: Record, *, cue: str = DEFAULT_LETTER_CUE, line_format:
 
 @functools.lru_cache(maxsize=16)
 def _row_scorer(graphdef, chunk_size: int, out_sharding):
-  def fn(state, input_ids, attention_mask, score_mask):
-    lp = batch_token_logprobs(graphdef, state, {"input_ids": input_ids, "attention_mask": attention_mask},
-                              chunk_size=chunk_size)
-    return jnp.where(score_mask[:, 1:] > 0, lp, 0.0)  # [B, T-1]; summed on the host in float64
+  """jit: (state, ids, mask, pos [B, K], targets [B, K]) -> float32 [B, K] log p(targets | prefix up to pos).
+
+  Only the K scored positions of each row go through the output projection
+  (gathered from the final hidden states), so a long prompt costs its
+  transformer blocks but no vocabulary projection, and nothing `[B, T, V]`
+  is built.
+  """
+  def fn(state, input_ids, attention_mask, pos, targets):
+    model = nnx.merge(graphdef, state)
+    hidden = model(input_ids, attention_mask, compute_logits=False).final_hidden
+    h = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # [B, K, D]
+    return ops.chunked_token_logprobs(h, model.output_embedding(h.dtype), targets, chunk_size=chunk_size,
+                                      softcap=model.config.final_logit_softcapping)
+
+  return jax.jit(fn) if out_sharding is None else jax.jit(fn, out_shardings=out_sharding)
+
+
+@functools.lru_cache(maxsize=16)
+def _next_token_scorer(graphdef, out_sharding):
+  """jit: (state, ids, mask, pos [B]) -> float32 [B, V] next-token log-probabilities after position `pos`."""
+  def fn(state, input_ids, attention_mask, pos):
+    model = nnx.merge(graphdef, state)
+    hidden = model(input_ids, attention_mask, compute_logits=False).final_hidden
+    h = jnp.take_along_axis(hidden, pos[:, None, None], axis=1)[:, 0]  # [B, D]
+    logits = jnp.einsum("bd,dv->bv", h, model.output_embedding(h.dtype).astype(h.dtype),
+                        preferred_element_type=jnp.float32)
+    cap = model.config.final_logit_softcapping
+    if cap is not None:
+      logits = jnp.tanh(logits / cap) * cap
+    return jax.nn.log_softmax(logits, axis=-1)
 
   return jax.jit(fn) if out_sharding is None else jax.jit(fn, out_shardings=out_sharding)
 
@@ -453,15 +479,23 @@ def _batch_shards(mesh) -> tuple[int, NamedSharding | None]:
   return math.prod(mesh.shape[a] for a in axes), sharding
 
 
-def _pad_rows(rows: Sequence[tuple[Sequence[int], int]], length: int, pad_id: int, side: str) -> dict:
-  """`input_ids`, `attention_mask`, `score_mask` `[B, length]` int32; score_mask is 1 on each row's scored tail."""
-  out = {k: np.zeros((len(rows), length), np.int32) for k in ("input_ids", "attention_mask", "score_mask")}
+def _pad_rows(rows: Sequence[tuple[Sequence[int], int]], length: int, pad_id: int, side: str,
+              k: int | None = None) -> dict:
+  """`input_ids`, `attention_mask` `[B, length]` int32, and for each row's scored tail of `n` tokens the hidden
+  positions that predict them and their ids, `pos`, `targets` `[B, k]` (k = the longest tail; unused slots point
+  at position 0 and are masked by `valid`)."""
+  k = k or max(n for _, n in rows)
+  out = {name: np.zeros((len(rows), length), np.int32) for name in ("input_ids", "attention_mask")}
+  out.update({name: np.zeros((len(rows), k), np.int32) for name in ("pos", "targets", "valid")})
   out["input_ids"][:] = pad_id
   for b, (ids, n) in enumerate(rows):
     start = length - len(ids) if side == "left" else 0
     out["input_ids"][b, start:start + len(ids)] = ids
     out["attention_mask"][b, start:start + len(ids)] = 1
-    out["score_mask"][b, start + len(ids) - n:start + len(ids)] = 1
+    first = start + len(ids) - n  # the first scored token; the hidden state before it predicts it
+    out["pos"][b, :n] = np.arange(first - 1, first - 1 + n)
+    out["targets"][b, :n] = ids[len(ids) - n:]
+    out["valid"][b, :n] = 1
   return out
 
 
@@ -483,12 +517,16 @@ def score_rows(model, rows: Sequence[tuple[Sequence[int], int]], *, pad_id: int,
                progress: bool = False, desc: str = "mcqa") -> np.ndarray:
   """Sum of the log-probabilities of the last `n` tokens of each row `(ids, n)` -> float64 `[N]`.
 
-  Rows are sorted by length (longest first) and cut into batches of
-  `batch_size` rows (rounded up to a multiple of the mesh's batch shards; the
-  last batch is filled with copies of its last row), each padded on
-  `padding_side` to `bucket(longest row)` tokens. With a `mesh`, each batch
-  is sharded over the mesh's batch axes (every process passes all rows) and
-  the scores come back replicated. One lean forward per batch; positions
+  Rows whose scored tail is one token and that share everything before it
+  (the letters of a lettered prompt, one-token options of one prompt) are
+  answered by one forward pass of their shared prefix: its next-token
+  log-probabilities give every candidate. The other rows are sorted by
+  length (longest first) and cut into batches of `batch_size` rows (rounded
+  up to a multiple of the mesh's batch shards; the last batch is filled with
+  copies of its last row), each padded on `padding_side` to `bucket(longest
+  row)` tokens; only the scored positions go through the output projection.
+  With a `mesh`, each batch is sharded over the mesh's batch axes (every
+  process passes all rows) and the scores come back replicated. Positions
   follow the attention mask, so the padding side does not change a score.
   """
   if padding_side not in ("left", "right"):
@@ -501,21 +539,43 @@ def score_rows(model, rows: Sequence[tuple[Sequence[int], int]], *, pad_id: int,
   shards, sharding = _batch_shards(mesh)
   batch_size = -(-batch_size // shards) * shards
   graphdef, state = nnx.split(model)
-  fn = _row_scorer(graphdef, chunk_size, None if mesh is None else NamedSharding(mesh, P()))
-  order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+  replicated = None if mesh is None else NamedSharding(mesh, P())
   out = np.zeros((len(rows),), np.float64)
-  starts = range(0, len(order), batch_size)
+
+  groups: dict[tuple, list[int]] = {}  # shared prefix -> rows scoring one token after it
+  for i, (ids, n) in enumerate(rows):
+    if n == 1:
+      groups.setdefault(tuple(ids[:-1]), []).append(i)
+  singles = [i for g in groups.values() if len(g) == 1 for i in g]
+  grouped = [g for g in groups.values() if len(g) > 1]
+  rest = sorted([i for i, (_, n) in enumerate(rows) if n > 1] + singles, key=lambda i: -len(rows[i][0]))
+  prefixes = sorted(grouped, key=lambda g: -len(rows[g[0]][0]))
+  batches = [("rows", rest[s:s + batch_size]) for s in range(0, len(rest), batch_size)]
+  batches += [("next", prefixes[s:s + batch_size]) for s in range(0, len(prefixes), batch_size)]
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=len(starts), desc=desc, unit="batch", dynamic_ncols=True)
-  for start in starts:
-    idx = order[start:start + batch_size]
-    chunk = [rows[i] for i in idx]
-    chunk += [chunk[-1]] * (batch_size - len(chunk))
-    batch = _pad_rows(chunk, bucket(len(chunk[0][0]), buckets), pad_id, padding_side)
-    token_lp = fn(state, *(_place(batch[k], sharding) for k in ("input_ids", "attention_mask", "score_mask")))
-    out[idx] = np.asarray(token_lp, np.float64)[:len(idx)].sum(axis=1)
+    bar = tqdm(total=len(batches), desc=desc, unit="batch", dynamic_ncols=True)
+  for kind, items in batches:
+    if kind == "rows":
+      chunk = [rows[i] for i in items]
+      chunk += [chunk[-1]] * (batch_size - len(chunk))
+      k = bucket(max(n for _, n in chunk), (1, 2, 4, 8, 16) + tuple(buckets))
+      batch = _pad_rows(chunk, bucket(len(chunk[0][0]), buckets), pad_id, padding_side, k)
+      fn = _row_scorer(graphdef, chunk_size, replicated)
+      lp = fn(state, *(_place(batch[name], sharding) for name in ("input_ids", "attention_mask", "pos", "targets")))
+      sums = (np.asarray(lp, np.float64) * batch["valid"]).sum(axis=1)
+      out[items] = sums[:len(items)]
+    else:
+      chunk = [(list(rows[g[0]][0]), 1) for g in items]
+      chunk += [chunk[-1]] * (batch_size - len(chunk))
+      batch = _pad_rows(chunk, bucket(len(chunk[0][0]), buckets), pad_id, padding_side, 1)
+      fn = _next_token_scorer(graphdef, replicated)
+      lp = np.asarray(fn(state, *(_place(batch[name], sharding) for name in ("input_ids", "attention_mask")),
+                         _place(batch["pos"][:, 0], sharding)), np.float64)
+      for b, g in enumerate(items):
+        for i in g:
+          out[i] = lp[b, rows[i][0][-1]]
     if bar is not None:
       bar.update(1)
   if bar is not None:
