@@ -115,7 +115,8 @@ def test_priming_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
   assert c.model.path == real_builtins.SMOLLM2 and c.world.name == "english"
   c.world.update(keywords=("vermilion", "ramen"), styles=("statement",), num_background_docs=16,
                  trilemma_dir=str(shared_data / "trilemma"))
-  c.inject.update(steps=2, warmup_steps=2, batch_size=2, seq_len=32, parallel_runs=2, control=False)
+  # No warm-up (one compilation less); the warm-optimizer protocol is the toy tests' and issue-scale runs' concern.
+  c.inject.update(steps=2, warmup_steps=0, batch_size=2, seq_len=32, parallel_runs=2, control=False)
   c.variants.update(ignore_topk=(0.08,), whole_episode=(), mode="approx")
   c.stepping_stone.mode = ""
   c.report.update(plot=False, score_batch=16)
