@@ -131,10 +131,10 @@ def test_corrupt_latest_checkpoints_fall_back_to_the_newest_that_restores(setup,
   workdir = _copy(trained, tmp_path)
   ck = tmp_path / "w" / "checkpoints"
   os.remove(ck / "4" / "state" / "_METADATA")
-  files = [os.path.join(r, f) for r, _, fs in os.walk(ck / "3" / "state") for f in fs]
-  biggest = max(files, key=os.path.getsize)  # the tensor data
-  with open(biggest, "r+b") as f:
-    f.truncate(os.path.getsize(biggest) // 2)
+  for root, _, files in os.walk(ck / "3" / "state"):  # truncate the tensor data files (OCDBT d/ directories)
+    for name in files if os.path.basename(root) == "d" else ():
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
   (ck / "2" / "data" / "metadata").write_text("{garbled")
   with caplog.at_level(logging.WARNING):
     result, _ = runner.train_lm(_config(setup, steps=5), workdir)
