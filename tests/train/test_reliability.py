@@ -155,8 +155,17 @@ def test_corrupt_latest_checkpoints_fall_back_to_the_newest_that_restores(setup,
 def test_resume_writes_each_step_once_and_refuses_steps_below_the_checkpoint(setup, trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   shutil.rmtree(tmp_path / "w" / "checkpoints" / "4")  # as if killed after step 4 was logged, before its save
+
+  def failing_evaluator(step, metrics):
+    if step == 5:
+      raise RuntimeError("evaluator failed")
+
+  with pytest.raises(RuntimeError, match="evaluator failed") as e:  # after step 5 is logged, before its save
+    runner.train_lm(_config(setup, steps=6), workdir, on_log=failing_evaluator)
+  assert "training stopped at step 5; last good checkpoint: step 4" in "".join(e.value.__notes__)
+  assert _step_dirs(workdir) == ["1", "2", "3", "4"]  # step 4's save, in flight when it failed, finished
   result, _ = runner.train_lm(_config(setup, steps=5), workdir)
-  assert result.resumed_from == 3
+  assert result.resumed_from == 4
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
 
