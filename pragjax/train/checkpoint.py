@@ -17,8 +17,10 @@ ignored by orbax), so the resumed run can write those steps again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sys
 from typing import Any
 
 import jax
@@ -63,6 +65,24 @@ def nonfinite_leaves(tree: Any) -> list[str]:
     return []
   flags = jax.device_get(jax.jit(lambda xs: [jnp.all(jnp.isfinite(x)) for x in xs])([x for _, x in leaves]))
   return [name for (name, _), ok in zip(leaves, flags) if not ok]
+
+
+@contextlib.contextmanager
+def _quiet_closed_event_loop():
+  """A restore that fails inside tensorstore leaves callbacks aimed at orbax's closed event loop; each
+  reports `RuntimeError: Event loop is closed` as an unraisable exception. The failure itself is reported
+  (with its real cause), so those echoes are dropped while restores are tried."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -136,10 +156,10 @@ class Checkpointer:
     failed: list[tuple[int, str]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        state, data_state = self._try_restore(abstract_state, step)
+        with _quiet_closed_event_loop():
+          state, data_state = self._try_restore(abstract_state, step)
       except Exception as e:  # noqa: BLE001 -- any failure means: try the previous step
         failed.append((step, _reason(e)))
-        log.warning("checkpoint %s does not restore (%s)", self.step_dir(step), failed[-1][1])
         continue
       self._set_aside([s for s, _ in failed])
       return Restored(state, data_state, step, failed)
