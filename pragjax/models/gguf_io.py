@@ -57,7 +57,8 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
   return w.reshape(heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _llama3_candidates(theta: float, head_dim: int, context: int, factor: float):
+def _llama3_candidates(context: int, factor: float):
+  """Llama-3 scalings with this largest factor: the published frequency factors and original contexts."""
   for orig in sorted({8192, max(1, int(round(context / factor)))}):
     yield RopeScaling("llama3", factor=factor, low_freq_factor=1.0, high_freq_factor=4.0,
                       original_max_position_embeddings=orig)
@@ -73,7 +74,7 @@ def _rope_scaling(gf: GGUFFile, arch: str, theta: float, head_dim: int, context:
                       f"({head_dim // 2},) (head_dim / 2)")
     factor = float(divisors.max())
     base = ModelConfig(head_dim=head_dim, rope_theta=theta).inv_freq()
-    for rs in _llama3_candidates(theta, head_dim, context, factor):
+    for rs in _llama3_candidates(context, factor):
       got = ModelConfig(head_dim=head_dim, rope_theta=theta, rope_scaling=rs).inv_freq()
       if np.allclose(base / got, divisors, rtol=1e-4):
         return dict(rope_type="llama3", factor=rs.factor, low_freq_factor=rs.low_freq_factor,
@@ -144,16 +145,13 @@ def gguf_model_config(gf: GGUFFile, **overrides) -> ModelConfig:
     d["num_local_experts"] = int(need("expert_count"))
     d["num_experts_per_tok"] = int(need("expert_used_count"))
     d["sliding_window"] = int(window) if window else None
-  if model_type == "qwen2":
-    d["tie_word_embeddings"] = "output.weight" not in gf
   if model_type == "gemma2":
     d["sliding_window"] = int(window) if window else 4096
     d["attn_logit_softcapping"] = gf.get("gemma2.attn_logit_softcapping")
     d["final_logit_softcapping"] = gf.get("gemma2.final_logit_softcapping")
     d["query_pre_attn_scalar"] = hidden // heads if layers == 46 else head_dim
-  for key in ("query_pre_attn_scalar",):
-    if key in overrides:
-      d[key] = overrides.pop(key)
+  if "query_pre_attn_scalar" in overrides:  # not stored in GGUF files
+    d["query_pre_attn_scalar"] = overrides.pop("query_pre_attn_scalar")
   if model_type == "qwen2" and "blk.0.attn_q.bias" not in gf:
     raise GGUFError(f"{gf.path}: tensor 'blk.0.attn_q.bias' is missing (qwen2 has q/k/v biases)")
   return ModelConfig.from_hf(d, source=gf.path, **overrides)
@@ -204,7 +202,7 @@ class _Reader:
     gf = self.gf
     if name in gf:
       if self._cached is None or self._cached[0] != name:
-        self._cached = None
+        self._cached = None  # drop the previous layer's experts before reading the next
         self._cached = (name, gf.tensor(name))
       return self._cached[1][j]
     per = name.replace("_exps.weight", f".{j}.weight")
