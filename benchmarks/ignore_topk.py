@@ -101,7 +101,7 @@ def variants(args) -> dict:
 
 def bench_overhead(model, batch: dict, args, repeats: int) -> dict:
   from pragjax.train import init_train_state, make_train_step
-  from pragjax.train.lm import make_sft_loss_fn
+  from pragjax.methods.sft.loss import make_sft_loss_fn
 
   txs = {k: optax.chain(optax.adamw(1e-4), t) for k, t in variants(args).items()}
   graphdef, state = init_train_state(model, txs["baseline"])
@@ -135,7 +135,7 @@ def adam_update(model, batch: dict, steps: int = 3):
   constant, m_hat / sqrt(v_hat) rounds to +-1 and most magnitudes tie at
   lr: approx then zeroes whole tie blocks.)"""
   from flax import nnx
-  from pragjax.train.lm import make_sft_loss_fn
+  from pragjax.methods.sft.loss import make_sft_loss_fn
 
   graphdef, params = nnx.split(model, nnx.Param)
   loss_fn = make_sft_loss_fn(graphdef)

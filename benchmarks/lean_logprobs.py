@@ -122,7 +122,7 @@ def split_model(cfg, abstract: bool):
 
 def make_pass(graphdef, name: str, lean: bool, chunk: int):
   """`f(params, batch)`: the scoring pass or the train pass's value_and_grad."""
-  from pragjax.train.lm import batch_token_logprobs, make_sft_loss_fn
+  from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn
 
   if name == "score":
     return lambda p, b: batch_token_logprobs(graphdef, p, b, lean=lean, chunk_size=chunk)
@@ -131,7 +131,7 @@ def make_pass(graphdef, name: str, lean: bool, chunk: int):
 
 
 def make_head_pass(name: str, lean: bool, chunk: int):
-  """The log-prob head alone, as `pragjax.train.lm` calls it: `f((hidden, weight), ids)`.
+  """The log-prob head alone, as `pragjax.methods.sft.loss` calls it: `f((hidden, weight), ids)`.
 
   hidden `[B, T, D]` final-normed states, weight `[D, V]`; "score" returns the
   `[B, T-1]` log-probs, "train" the mean NLL and its gradient w.r.t. both.

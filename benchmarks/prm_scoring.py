@@ -66,7 +66,7 @@ def make_batch(batch: int, seq: int, steps: int, vocab: int, seed: int = 0) -> d
 
 
 def torch_scorer(policy, ref, beta: float):
-  """The same computation in PyTorch: returns the same dict of tensors as `pragjax.prm.implicit.score`."""
+  """The same computation in PyTorch: returns the same dict of tensors as `pragjax.methods.prm.implicit.score`."""
   import torch
 
   def logp(model, ids, mask):
@@ -130,7 +130,7 @@ def bench_shape(scorer, params, peers, batch, seq, cfg, args) -> dict:
 
 def main(argv=None):
   args = parse_args(argv)
-  from pragjax.prm import implicit
+  from pragjax.methods.prm import implicit
 
   cfg = bench_config()
   policy, policy_peers = build_pair(cfg, args.attn, seed=0)

@@ -86,7 +86,7 @@ def tokenize(record):
 
 
 def loss_fn_for(graphdef):
-  from pragjax.train.lm import batch_token_logprobs
+  from pragjax.models.logprobs import batch_token_logprobs
 
   def loss_fn(params, batch, rng):  # a sequence log-ratio objective (CE-style, label 1)
     del rng
@@ -116,7 +116,7 @@ def main(argv=None):
   from pragjax.optim import make_optimizer
   from pragjax.train import init_train_state, make_train_step
   from pragjax.train import reference_store as rs
-  from pragjax.train.lm import batch_token_logprobs
+  from pragjax.models.logprobs import batch_token_logprobs
 
   info = machine_info()
   info["cores_used"] = cores

@@ -26,7 +26,7 @@ times alike) with the last-2 intra-bag rule and eta = its share of tokens:
   1 (1.0 = the same direction), and the mAP of the flipped scores.
 - same QP: the final-stage SVM of the same (standardised) tokens and labels,
   C/N per token, solved by `sawmil.SVM(solver="osqp")` and by
-  `pragjax.probes.svm.solve`: time and correlation of decision values (up
+  `pragjax.methods.probes.svm.solve`: time and correlation of decision values (up
   to `--same-qp-max-tokens`: OSQP needs its 20,000-iteration cap at C/N).
 sawmil builds dense N x N kernels; it is skipped above `--max-sawmil-tokens`
 training tokens (its memory grows as N^2; 18,000 tokens need > 5 GB per copy).
@@ -49,7 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from pragjax.probes import metrics, sawmil, svm  # noqa: E402
+from pragjax.methods.probes import metrics, sawmil, svm  # noqa: E402
 
 TOKENS = 10
 C = 1.0

@@ -116,7 +116,7 @@ def pragjax_runner(model, batch: dict, *, lean: bool, lr: float, chunk_size: int
   """`run() -> loss` performing one donated train step on threaded state."""
   from pragjax.optim import make_optimizer
   from pragjax.train import make_train_step
-  from pragjax.train.lm import make_sft_loss_fn
+  from pragjax.methods.sft.loss import make_sft_loss_fn
 
   tx = make_optimizer({"name": "adamw", "lr": lr})
   graphdef, state = fresh_state(model, tx)

@@ -8,278 +8,28 @@
 Toy (`world.name=arithmetic`): sample -> label by final answer -> train one
 PRM per `prm.losses` -> best-of-n and first-error F1 on held-out problems.
 Real checkpoints: train on `data.train_path` (outcome or stepwise JSONL, see
-`pragjax.prm.data`), then ProcessBench with a threshold tuned per split.
+`pragjax.methods.prm.data`), then ProcessBench with a threshold tuned per split.
 Each PRM trains in WORKDIR/<loss>; a killed run resumes there.
 """
 
-import functools
-import io
-import json
-import os
 import sys
 
-import jax
-import numpy as np
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
-from pragjax import paths
-from pragjax import sharding as sharding_lib
-from pragjax.data.jsonl import read_jsonl, write_json
+from pragjax.methods.prm import recipe
 from pragjax.train import runner
 
-_FLAGS = {}
-
-
-def _define_flags():
-  """Flags are defined when run as a script only, so that `experiments.quickstart` can import `run`."""
-  _FLAGS["config"] = config_flags.DEFINE_config_file("config", "experiments/configs/implicit_prm.py:toy",
-                                                     "config file:variant")
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None,
-                                          "output directory (one subdirectory per trained PRM, report.json)")
-
-
-def _params(model):
-  return nnx.state(model, nnx.Param)
-
-
-def _cached(workdir: str, name: str, key: dict, make):
-  """`make()`, saved as WORKDIR/name.json and reused by a rerun with the same `key` (sampling is the slow part)."""
-  path = paths.join(workdir, f"{name}.json")
-  if paths.resolve(path).exists():
-    saved = json.loads(paths.read_text(path))
-    if saved.get("key") == key:
-      return saved["value"]
-  value = make()
-  write_json(path, {"key": key, "value": value})
-  return value
-
-
-def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedModel | None = None, on_log=None):
-  """Trains an implicit PRM on outcome records with the one train step; the initial model is also the reference.
-
-  `config` has `seed`, `model`, `mesh`, `optim`, `train` (`train.steps` 0 =
-  `train.epochs` over the examples) and `prm` (see
-  `experiments/configs/implicit_prm.py`); `records` are outcome records
-  (`pragjax.prm.data.outcome_record`); `loss` one of `pragjax.prm.data.LOSSES`.
-  Returns (loop result, the trained PRM, data stats).
-  """
-  from pragjax.data.errors import DataError
-  from pragjax.prm import data as prm_data, training
-
-  tc, pc = config.train, config.prm
-  examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold,
-                                              max_pairs_per_prompt=pc.max_pairs_per_prompt)
-  if not examples:
-    raise DataError(f"no {loss} training examples from {len(records)} records ({stats}); pairwise losses need "
-                    f"prompts with both correct and wrong responses")
-  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
-  stats.update(steps=steps)
-
-  def make_data(tok):
-    tokenize = functools.partial(prm_data.tokenize_group, tokenizer=tok, loss=loss, max_length=tc.seq_len,
-                                 chat_template=training.chat_template_flag(pc.chat_template))
-    return prm_data.make_prm_iterator(
-        examples, tokenize, global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
-        pad_id=tok.pad_token_id, shuffle=config.data.shuffle, process_index=jax.process_index(),
-        process_count=jax.process_count(), length_bucket=tc.length_bucket)
-
-  loss_fn_builder = functools.partial(
-      training.make_prm_loss_fn, loss=loss, beta=pc.beta, desirable_weight=pc.kto_desirable_weight,
-      undesirable_weight=pc.kto_undesirable_weight)
-  # Per token: the policy's forward and backward plus the reference's forward (1/3 of a train step).
-  result, trained = runner.train_lm(config, workdir, model=model, loss_fn_builder=loss_fn_builder, on_log=on_log,
-                                    make_data=make_data, ref_fn_builder=training.make_ref_fn, num_steps=steps,
-                                    flops_factor=4 / 3)
-  return result, trained, stats
-
-
-def run_toy(config, workdir: str, mesh, log=print) -> dict:
-  """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
-  from pragjax.eval import best_of_n, prm_toy
-  from pragjax.prm import implicit
-  from pragjax.toyworld import arithmetic
-
-  w, ev = config.world, config.eval
-  base = runner.load_model(dict(config.model), mesh)
-  train_problems = arithmetic.training_problems(np.random.default_rng(config.seed + 1), w.train_problems)
-  key = {"model": base.path, "seed": config.seed, "temperature": w.temperature, "max_new_tokens": w.max_new_tokens}
-  log(f"sampling {w.train_samples} solutions for each of {w.train_problems} training problems (T={w.temperature})")
-  train_samples = _cached(workdir, "train_samples", {**key, "problems": w.train_problems, "n": w.train_samples},
-                          lambda: prm_toy.sample_solutions(
-                              base.model, base.tokenizer, train_problems, num_samples=w.train_samples,
-                              temperature=w.temperature, seed=config.seed + 2, max_new_tokens=w.max_new_tokens,
-                              batch_size=w.sample_batch))
-  records = prm_toy.outcome_records(train_problems, train_samples)
-  label_rate = float(np.mean([r["label"] for r in records]))
-  log(f"training records: {len(records)}, correct by final answer: {label_rate:.3f}")
-  eval_problems = arithmetic.heldout_problems(config.seed, w.eval_problems)
-  log(f"sampling {w.eval_samples} solutions for each of {w.eval_problems} held-out problems")
-  eval_samples = _cached(workdir, "eval_samples", {**key, "problems": w.eval_problems, "n": w.eval_samples},
-                         lambda: prm_toy.sample_solutions(
-                             base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples,
-                             temperature=w.temperature, seed=config.seed + 3, max_new_tokens=w.max_new_tokens,
-                             batch_size=w.sample_batch))
-  correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(eval_problems, eval_samples)])
-  labels = prm_toy.first_error_labels(eval_problems, eval_samples)
-  value_labels = prm_toy.first_error_labels(eval_problems, eval_samples, prm_toy.value_first_error)
-  classes = prm_toy.answer_classes(eval_samples)
-  tune = int(round(w.tune_fraction * w.eval_problems))
-  report = {"train_records": len(records), "train_label_rate": label_rate,
-            "eval_sample_accuracy": float(correct.mean()), "eval_exact_rate": float(np.mean(labels == -1)),
-            "eval_value_exact_rate": float(np.mean(value_labels == -1)), "eval_problems": w.eval_problems,
-            "eval_samples": w.eval_samples, "prms": {}}
-  scores = {}
-  ref_params = _params(base.model)
-  for loss in config.prm.losses:
-    log(f"training the {loss} PRM")
-    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss)
-    scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
-    s = prm_toy.score_solutions(scorer, _params(prm.model), ref_params, base.tokenizer, eval_problems, eval_samples,
-                                batch_size=ev.batch_size, max_length=ev.max_length)
-    for mode in ev.modes:
-      for how in ev.aggregations:
-        scores[f"{loss}:{mode}_{how}"] = s[f"{mode}_{how}"]
-    f1 = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], labels, correct, tune) for mode in ev.modes}
-    f1_values = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], value_labels, correct, tune)
-                 for mode in ev.modes}
-    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1,
-                            "first_error_names_ignored": f1_values}
-  buf = io.BytesIO()
-  np.savez(buf, correct=correct, first_error=labels,
-           num_steps=np.asarray([[len(arithmetic.split_steps(x)) for x in g] for g in eval_samples]),
-           **{k.replace(":", "__"): v for k, v in scores.items()})
-  if jax.process_index() == 0:
-    paths.write_bytes(paths.join(workdir, "eval_scores.npz"), buf.getvalue())
-  weighted = f"{config.prm.losses[0]}:{ev.weighted}"
-  rows = prm_toy.best_of_n_report(correct, classes, scores, ns=ev.best_of, weighted=weighted,
-                                  num_subsets=ev.num_subsets, seed=config.seed)
-  report["best_of_n"] = [r.__dict__ for r in rows]
-  report["best_of_n_table"] = best_of_n.format_table(rows)
-  return report
-
-
-def format_first_error(report: dict, key: str = "first_error") -> str:
-  lines = ["| PRM | step reward | F1 (test) | acc. erroneous | acc. correct | threshold | best constant F1 | "
-           "outcome-aware baseline F1 |", "|---|---|---|---|---|---|---|---|"]
-  for loss, r in report["prms"].items():
-    for mode, f in r[key].items():
-      p, o = f["prm"], f["outcome_baseline"]
-      lines.append(f"| {loss} | {mode} | {p['f1']:.3f} | {p['acc_error']:.3f} | {p['acc_correct']:.3f} | "
-                   f"{f['threshold']:.3f} | {f['constant']:.3f} | {o['f1']:.3f} |")
-  return "\n".join(lines)
-
-
-def run_real(config, workdir: str, mesh, log=print) -> dict:
-  """Train on `data.train_path` with every loss, then ProcessBench if `eval.processbench_dir` is set."""
-  from pragjax.eval import processbench
-  from pragjax.prm import data as prm_data, implicit, training
-
-  report = {"prms": {}}
-  records = []
-  if config.data.train_path:
-    records = [prm_data.outcome_record(r, separator=config.prm.separator, where=f"{config.data.train_path}, "
-                                       f"record {i}") for i, r in enumerate(read_jsonl(config.data.train_path))]
-  base = runner.load_model(dict(config.model), mesh)
-  ref_params = _params(base.model)
-  cases = {}
-  if config.eval.processbench_dir:
-    for split in config.eval.processbench_splits:
-      c = processbench.load_processbench(os.path.join(config.eval.processbench_dir, f"{split}.json"))
-      cases[split] = c[:config.eval.processbench_limit] if config.eval.processbench_limit else c
-  for loss in config.prm.losses:
-    if not records:
-      raise ValueError("config.data.train_path is empty: nothing to train the PRM on")
-    log(f"training the {loss} PRM on {len(records)} records")
-    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss)
-    entry = {"stats": stats, "final_metrics": result.last_metrics}
-    if cases and not result.preempted:
-      scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
-      step_scores = {split: processbench.score_cases(
-          scorer, _params(prm.model), ref_params, base.tokenizer, c, separator=config.prm.separator,
-          chat_template=training.chat_template_flag(config.prm.chat_template), max_length=config.eval.max_length,
-          batch_size=config.eval.batch_size) for split, c in cases.items()}
-      labels = {split: [x["label"] for x in c] for split, c in cases.items()}
-      for mode in config.eval.modes:
-        entry[f"processbench_{mode}"] = processbench.cross_split_report(
-            {split: s[mode] for split, s in step_scores.items()}, labels)
-    if config.eval.best_of_n_path and not result.preempted:
-      entry["best_of_n"] = best_of_n_on_file(config, prm, base, ref_params)
-      log(entry["best_of_n"]["table"])
-    report["prms"][loss] = entry
-  return report
-
-
-def best_of_n_on_file(config, prm, base, ref_params) -> dict:
-  """Best-of-n of a candidates JSONL (`problem` or `prompt`, gold `answer`, `responses` [N]) with math answers."""
-  from pragjax.eval import best_of_n, math_answers
-  from pragjax.prm import implicit, training
-
-  ev = config.eval
-  recs = read_jsonl(ev.best_of_n_path)[:ev.best_of_n_limit or None]
-  prompts = [r.get("problem", r.get("prompt")) for r in recs]
-  responses = [r["responses"] for r in recs]
-  preds = [[math_answers.extract_answer(x) for x in group] for group in responses]
-  correct = np.asarray([[math_answers.is_equiv(a, str(r["answer"])) for a in group] for r, group in zip(recs, preds)])
-  classes = [math_answers.answer_groups(group) for group in preds]
-  scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
-  s = best_of_n.score_responses(scorer, _params(prm.model), ref_params, base.tokenizer, prompts, responses,
-                                separator=config.prm.separator,
-                                chat_template=training.chat_template_flag(config.prm.chat_template),
-                                max_length=ev.max_length, batch_size=ev.batch_size)
-  scores = {f"{m}_{h}": s[f"{m}_{h}"] for m in ev.modes for h in ev.aggregations}
-  ns = [n for n in ev.best_of if n <= correct.shape[1]]
-  rows = best_of_n.evaluate_best_of_n(
-      correct, classes, scores, ns=ns, num_subsets=ev.num_subsets, seed=config.seed,
-      methods=["random", "majority", f"weighted:{ev.weighted}", *scores, "oracle"])
-  return {"rows": [r.__dict__ for r in rows], "table": best_of_n.format_table(rows)}
-
-
-def run(config, workdir: str, log=print) -> dict:
-  runner.check_config(config, derived=("train.steps",))
-  with runner.lock_workdir(workdir) as workdir:
-    mesh = sharding_lib.mesh_from_config(dict(config.mesh))
-    with jax.set_mesh(mesh):  # The PRMs train on this mesh; the reference and the scoring live on it too.
-      if config.world.name == "arithmetic":
-        report = run_toy(config, workdir, mesh, log)
-      else:
-        report = run_real(config, workdir, mesh, log)
-    write_json(os.path.join(workdir, "report.json"), report, indent=1)
-  return report
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/implicit_prm.py:toy", "config file:variant")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (one subdirectory per trained PRM, report.json)")
 
 
 def main(argv):
   del argv
-  config = _FLAGS["config"].value
-  runner.setup(config)
-  report = run(config, _FLAGS["workdir"].value)
-  for loss, entry in report["prms"].items():
-    if "best_of_n" in entry:
-      print(f"\n{loss} PRM, best-of-n on {_FLAGS['config'].value.eval.best_of_n_path}\n")
-      print(entry["best_of_n"]["table"])
-  if "best_of_n_table" in report:
-    print(f"\nheld-out sample accuracy {report['eval_sample_accuracy']:.3f} "
-          f"({report['eval_problems']} problems x {report['eval_samples']} samples); "
-          "cells: mean over random n-subsets [95% CI] (first n)\n")
-    print(report["best_of_n_table"])
-    print(f"\nfirst-error F1 against the world's step labels (threshold tuned on the other held-out problems; "
-          f"{report['eval_exact_rate']:.4f} of samples have every step right)\n")
-    print(format_first_error(report))
-    print(f"\ndiagnostic, not the world's labels: the same with target variable names ignored "
-          f"({report['eval_value_exact_rate']:.4f} of samples right)\n")
-    print(format_first_error(report, "first_error_names_ignored"))
-  for loss, entry in report["prms"].items():
-    for key, rows in entry.items():
-      if key.startswith("processbench_"):
-        print(f"\n{loss} PRM, ProcessBench, {key[len('processbench_'):]} step rewards\n")
-        print("| tuned on | split | threshold | acc. erroneous | acc. correct | F1 |\n|---|---|---|---|---|---|")
-        for r in rows:
-          print(f"| {r['tuned_on']} | {r['split']} | {r['threshold']:.4f} | {r['acc_error']:.3f} | "
-                f"{r['acc_correct']:.3f} | {r['f1']:.3f} |")
+  runner.setup(_CONFIG.value)
+  recipe.print_summary(recipe.run(_CONFIG.value, _WORKDIR.value), _CONFIG.value)
   sys.stdout.flush()
 
 
 if __name__ == "__main__":
-  _define_flags()
   app.run(runner.cli(main))

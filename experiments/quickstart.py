@@ -12,7 +12,6 @@ import time
 
 from absl import app, flags
 
-from experiments import implicit_prm, priming, sami, sft, truth_probes
 from experiments.configs import implicit_prm as implicit_prm_configs
 from experiments.configs import priming as priming_configs
 from experiments.configs import sami as sami_configs
@@ -20,11 +19,14 @@ from experiments.configs import sft as sft_configs
 from experiments.configs import truth_probes as truth_probes_configs
 from pragjax.eval import mcqa
 from pragjax.models import real_builtins
+from pragjax.methods.priming import recipe as priming
+from pragjax.methods.prm import recipe as implicit_prm
+from pragjax.methods.probes import recipe as truth_probes
+from pragjax.methods.sami import recipe as sami
+from pragjax.methods.sft import recipe as sft
 from pragjax.train import runner
 
-# experiments.sft defines --workdir (and --config) at import; reuse it rather than define it twice.
-_WORKDIR = (flags.FLAGS["workdir"] if "workdir" in flags.FLAGS else
-            flags.DEFINE_string("workdir", None, "output directory (default: a new temporary directory)"))
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (default: a new temporary directory)")
 _ONLY = flags.DEFINE_list("only", [], "run only these rows (names in ROWS)")
 
 

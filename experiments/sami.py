@@ -8,165 +8,27 @@
 Toy (`world.name=sami`): queries, principles and the programmatic judge of
 the principles world. Files: queries from `data.queries_path` (held out by
 hash), principles from `sami.constitutions_dir`, the log-probability judge.
-Rerunning the same command resumes (see `pragjax.sami.iterate`).
+Rerunning the same command resumes (see `pragjax.methods.sami.iterate`).
 """
 
-import os
 import sys
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from pragjax.data.jsonl import write_json
+from pragjax.methods.sami import recipe
 from pragjax.train import runner
 
-_FLAGS = {}
-
-
-def _define_flags():
-  """Flags are defined when run as a script only, so that `experiments.quickstart` can import `run`."""
-  _FLAGS["config"] = config_flags.DEFINE_config_file("config", "experiments/configs/sami.py:toy", "config file:variant")
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "output directory (iter_K/ per iteration, report.json)")
-
-
-def _judge(config, meta_judge):
-  """The configured judge: the world's programmatic one, or a local LM by log-probabilities."""
-  from pragjax.eval import judges
-
-  jc = config.judge
-  if jc.kind == "programmatic":
-    if meta_judge is None:
-      raise ValueError("judge.kind=programmatic needs a toy world (world.name=sami); use judge.kind=logprob")
-    return meta_judge
-  if jc.kind != "logprob":
-    raise ValueError(f"judge.kind must be programmatic or logprob, got {jc.kind!r}")
-  spec = dict(config.model)
-  if jc.model:
-    spec.update(path=jc.model, tokenizer="")
-  import jax
-
-  from pragjax import sharding as sharding_lib
-
-  mesh = sharding_lib.mesh_from_config(dict(config.mesh))  # the mesh the iterations evaluate on
-  with jax.set_mesh(mesh):
-    judge_model = runner.load_model(spec, mesh)
-  return judges.LogprobJudge(judge_model.model, judge_model.tokenizer, template=jc.template, answers=tuple(jc.answers),
-                             tie_margin=jc.tie_margin, batch_size=jc.batch_size, max_length=jc.max_length)
-
-
-def _task(config):
-  """(train queries, held-out queries, principle library, programmatic judge or None, world metrics, judge meta)."""
-  from pragjax.eval import sami_toy
-  from pragjax.sami import constitutions, queries
-  from pragjax.toyworld import sami as world
-
-  sc = config.sami
-  if config.world.name == "sami":
-    train = [world.format_query(q) for q in world.training_queries(np.random.default_rng([config.seed, 1]),
-                                                                   sc.train_queries)]
-    held = [world.format_query(q) for q in world.heldout_queries(config.seed, sc.heldout_queries)]
-    library = (constitutions.load_principles(sc.constitutions_dir) if sc.constitutions_dir else sami_toy.library())
-    return train, held, library, sami_toy.toy_judge(), sami_toy.world_metrics, sami_toy.judge_meta
-  if config.world.name:
-    raise ValueError(f"world.name must be 'sami' (toy) or '' (files), got {config.world.name!r}")
-  if not config.data.queries_path:
-    raise ValueError("config.data.queries_path is empty: set it to the queries (JSONL / JSON) to train on")
-  if not sc.constitutions_dir:
-    raise ValueError("config.sami.constitutions_dir is empty: set it to a directory of constitution files")
-  train, held = queries.split(queries.load_queries(config.data.queries_path, config.data.query_field),
-                              config.data.heldout_buckets)
-  train = train[:sc.train_queries or None]
-  held = held[:sc.heldout_queries or None]
-  if not held:
-    raise ValueError(f"no held-out queries in {config.data.queries_path} with data.heldout_buckets="
-                     f"{config.data.heldout_buckets}; lower it")
-  return train, held, constitutions.load_principles(sc.constitutions_dir), None, None, None
-
-
-def load_model(config, path: str = ""):
-  """The base model (`path` "" = `config.model`) or an iteration's exported HF directory, on the config's mesh."""
-  from pragjax import sharding as sharding_lib
-
-  spec = dict(config.model)
-  if path:
-    spec.update(path=path, tokenizer="")
-  return runner.load_model(spec, sharding_lib.mesh_from_config(dict(config.mesh)))
-
-
-def train_pass(config, workdir: str, examples, model, *, on_log=None, export_hf: bool = True):
-  """One SAMI training pass over the C x C groups with the one train step (`runner.train_lm`).
-
-  `train.batch_size` queries per step, `train.epochs` passes (`train.steps` >
-  0 overrides), `sami.reduction`; `model`'s arrays are donated to the train
-  state; the result is exported to `workdir/hf` (unless `export_hf=False`);
-  a killed pass resumes from `workdir/checkpoints`.
-  """
-  import functools
-
-  from pragjax.sami import batches, training
-
-  tc = config.train
-  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
-
-  def make_data(tok):
-    return batches.GroupIterator(examples, batch_size=tc.batch_size, seed=config.seed,
-                                 pad_id=tok.pad_token_id or 0, length_bucket=tc.length_bucket)
-
-  config = config.copy_and_resolve_references()
-  config.train.export_hf = export_hf  # the iterations keep each iteration's model in HF layout
-  return runner.train_lm(
-      config, workdir, model=model, on_log=on_log, make_data=make_data, num_steps=steps,
-      loss_fn_builder=functools.partial(training.make_sami_loss_fn, reduction=config.sami.reduction),
-      flops_seq_len=max(len(ids) for e in examples for ids, _ in e["sequences"]))
-
-
-def run(config, workdir: str, log=print) -> dict:
-  """Runs (or resumes) the configured SAMI iterations; returns the report (also WORKDIR/report.json)."""
-  from pragjax.eval import sami_eval
-  from pragjax.sami import iterate
-
-  runner.check_config(config, derived=("train.steps", "train.seq_len"))
-  with runner.lock_workdir(workdir) as workdir:
-    return _run(config, workdir, log, sami_eval, iterate)
-
-
-def _run(config, workdir: str, log, sami_eval, iterate) -> dict:
-  train, held, library, toy_judge, world_metrics, meta = _task(config)
-  log(f"SAMI: {len(train)} training and {len(held)} held-out queries, principles "
-      f"{[p.name for p in library]}, k={config.sami.num_principles}, C={config.sami.num_constitutions}")
-  judge = _judge(config, toy_judge)
-  evaluate = sami_eval.make_evaluate(judge, seed=config.seed, line_format=config.sami.line_format,
-                                     meta_fn=meta, world_metrics=world_metrics)
-  report = iterate.run_iterations(
-      config, workdir, train_queries=train, heldout_queries=held, library=library,
-      load_model=lambda path: load_model(config, path),
-      train_pass=lambda d, examples, init: train_pass(config, d, examples, init),
-      evaluate=evaluate, log=log)
-  report["table"] = sami_eval.format_table(report["rows"])
-  if config.report.plot and report["rows"] and not report["preempted"]:
-    report["plot"] = sami_eval.plot(report["rows"], os.path.join(workdir, "sami.png"),
-                                    title=f"SAMI ({config.world.name or config.model.path})")
-  write_json(os.path.join(workdir, "report.json"), report, indent=1)
-  return report
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/sami.py:toy", "config file:variant")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (iter_K/ per iteration, report.json)")
 
 
 def main(argv):
   del argv
-  config = _FLAGS["config"].value
-  runner.setup(config)
-  report = run(config, _FLAGS["workdir"].value)
-  print("\n" + report["table"])
-  if report["rows"] and "adherence_positive" in report["rows"][0]:
-    base = report["rows"][0]
-    print(f"\nbase model adherence on held-out queries: {base['adherence_positive']:.3f} of the rules of the "
-          f"all-positive constitution, {base['adherence_negated']:.3f} of negated rules "
-          f"(well-formed answers {base['well_formed_positive']:.3f})")
-  if "plot" in report:
-    print(f"plot: {report['plot']}")
+  runner.setup(_CONFIG.value)
+  recipe.print_summary(recipe.run(_CONFIG.value, _WORKDIR.value), _CONFIG.value)
   sys.stdout.flush()
 
 
 if __name__ == "__main__":
-  _define_flags()
   app.run(runner.cli(main))

@@ -29,6 +29,7 @@ train.keep_checkpoints   newest checkpoints kept (>= 1)
 train.async_checkpoint   write checkpoints in the background
 train.progress           show a progress bar
 train.export_hf          save the final model in HF layout under WORKDIR/hf
+train.eval_every         steps between runs of the method's evaluators (0 = at the last step only)
 data.train_path          JSONL with messages | prompt+response | text records
 data.shuffle             shuffle records (seeded)
 data.packing             pack several records per row (segment ids)
@@ -59,7 +60,7 @@ def optim_config(**kw) -> ConfigDict:
 
 def train_config(**kw) -> ConfigDict:
   c = dict(steps=100, batch_size=16, seq_len=128, accum_steps=1, log_every=10, checkpoint_every=50,
-           keep_checkpoints=3, async_checkpoint=True, progress=True, export_hf=True)
+           keep_checkpoints=3, async_checkpoint=True, progress=True, export_hf=True, eval_every=0)
   c.update(kw)
   return ConfigDict(c)
 

@@ -45,7 +45,7 @@ Fields (beyond seed, model.*, mesh.*, runtime.* of common.py):
   probe.num_known_positives  the last-k rule's k
   probe.min_positive_fraction  the relabelling fallback threshold (5%)
   probe.max_bag_size, probe.max_train_bags, probe.cv_max_bags   caps (0 = none)
-  probe.tol              SVM stopping rule: relative duality gap (certified, see pragjax/probes/svm.py)
+  probe.tol              SVM stopping rule: relative duality gap (certified, see pragjax/methods/probes/svm.py)
   probe.solver           dcd | fista | auto (dual coordinate descent on CPU, FISTA on accelerators)
   probe.max_epochs, probe.max_iters   DCD epoch and FISTA step caps
   probe.min_positives    a class with fewer training statements is not probed

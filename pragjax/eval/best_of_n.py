@@ -138,32 +138,3 @@ def format_table(rows: Sequence[BestOfNRow], *, label: str = "method") -> str:
       cells.append("-" if r is None else f"{r.subsets:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({r.first_n:.3f})")
     lines.append(f"| {m} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
-
-
-def score_responses(scorer, policy_params, ref_params, tokenizer, prompts: Sequence[str],
-                    responses: Sequence[Sequence[str]], *, separator: str = "\n\n", chat_template: bool | None = None,
-                    max_length: int = 4096, batch_size: int = 8) -> dict[str, np.ndarray]:
-  """Implicit-PRM solution scores of N responses per prompt: `{"{mode}_{how}": [P, N], "outcome": [P, N]}`.
-
-  Steps are the response split after each `separator` (`pragjax.prm.steps.split_response`);
-  `scorer` comes from `pragjax.prm.implicit.make_scorer`.
-  """
-  from pragjax.prm import implicit, steps as steps_lib  # pylint: disable=g-import-not-at-top
-
-  n = len(responses[0]) if responses else 0
-  if any(len(r) != n for r in responses):
-    raise ValueError("every prompt needs the same number of responses")
-  flat = [(p, r) for p, group in zip(prompts, responses) for r in group]
-  keys = [f"{m}_{h}" for m in implicit.MODES for h in implicit.AGGREGATIONS] + ["outcome"]
-  out = {k: [] for k in keys}
-  for start in range(0, len(flat), batch_size):
-    chunk = flat[start:start + batch_size]
-    enc = [steps_lib.encode_solution(tokenizer, p, r, steps_lib.split_response(r, separator),
-                                     chat_template=chat_template, max_length=max_length) for p, r in chunk]
-    batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, pad_to_multiple_of=64)
-    batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)])
-             for k, v in batch.items()}
-    res = scorer(policy_params, ref_params, batch)
-    for k in keys:
-      out[k].extend(np.asarray(res[k])[:len(chunk)])
-  return {k: np.asarray(v, np.float64).reshape(len(prompts), n) for k, v in out.items()}

@@ -11,7 +11,7 @@ none does. With `acc_error` the accuracy on cases with an error (prediction
 
 The threshold is tuned on one split (the F1-maximising cut between
 consecutive observed scores) and reported applied to the others.
-`score_cases` scores ProcessBench-format cases with an implicit PRM.
+`pragjax.methods.prm.scoring.score_cases` scores ProcessBench-format cases with an implicit PRM.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pragjax.data.errors import DataError
-from pragjax.prm import implicit, steps as steps_lib
 
 SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
 FIELDS = {"id": str, "generator": str, "problem": str, "steps": list, "label": int, "final_answer_correct": bool}
 
 __all__ = ["SPLITS", "load_processbench", "predict_first_error", "processbench_f1", "tune_threshold",
-           "cross_split_report", "score_cases"]
+           "cross_split_report"]
 
 
 def load_processbench(path: str) -> list[dict]:
@@ -127,29 +126,3 @@ def cross_split_report(scores: Mapping[str, Sequence[Sequence[float]]], labels: 
       r = processbench_f1(predict_first_error(scores[split], t), labels[split])
       rows.append({"tuned_on": tune, "split": split, "threshold": t, **r})
   return rows
-
-
-def score_cases(scorer, policy_params, ref_params, tokenizer, cases: Sequence[Mapping], *,
-                separator: str = "\n\n", chat_template: bool | None = None, add_eos: bool = False,
-                max_length: int = 4096, batch_size: int = 8) -> dict[str, list[np.ndarray]]:
-  """Implicit-PRM step rewards of ProcessBench-format cases (`problem`, `steps`): mode -> one array per case.
-
-  `scorer` comes from `pragjax.prm.implicit.make_scorer`; every mode
-  (`single`, `accumulative`) comes from the same pass. Steps cut off by
-  `max_length` get no score (they can then never be predicted). Batches are
-  padded to `batch_size` rows so that one compiled shape serves each length bucket.
-  """
-  out = {mode: [] for mode in implicit.MODES}
-  for start in range(0, len(cases), batch_size):
-    chunk = cases[start:start + batch_size]
-    enc = [steps_lib.encode_steps(tokenizer, c["problem"], c["steps"], separator=separator,
-                                  chat_template=chat_template, add_eos=add_eos, max_length=max_length)
-           for c in chunk]
-    batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, pad_to_multiple_of=64)
-    batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)])
-             for k, v in batch.items()}
-    res = scorer(policy_params, ref_params, batch)
-    for mode in implicit.MODES:
-      rewards = np.asarray(res[mode])
-      out[mode].extend(rewards[i, :len(e.step_end)] for i, e in enumerate(enc))
-  return out

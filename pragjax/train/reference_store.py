@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from pragjax.data.collate import bucket_length, pad_batch
-from pragjax.train.lm import batch_token_logprobs
+from pragjax.models.logprobs import batch_token_logprobs
 
 MANIFEST = "manifest.json"
 REF_KEY = "ref_logp"

@@ -1,7 +1,7 @@
 """Wiring shared by the experiment entry points: workdir, model, data, loop.
 
 Entry points under `experiments/` stay thin: they parse flags and call
-`train_lm(config, workdir, records=...)`, which locks the workdir, checks the
+`train_lm(config, workdir, method, records=...)` (a `pragjax.train.method.Method`), which locks the workdir, checks the
 config and the data file, builds the mesh, loads the model (a Hugging Face
 checkpoint directory, or a built-in toy model), the tokenizer, the data
 iterator, the optimizer and the one train step, runs
@@ -31,15 +31,15 @@ from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import JsonlSource
 from pragjax.data.collate import tokenize_record
 from pragjax.data.pipeline import make_train_iterator, to_global_arrays
-from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf
+from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf, toy_builtins
 from pragjax.models.tokenizer import Tokenizer, check_vocab
 from pragjax.optim import make_optimizer
 from pragjax.train import checks
 from pragjax.train import workdir as workdir_lib
 from pragjax.train.checkpoint import Checkpointer
 from pragjax.train.flops import device_peak_flops, train_flops_per_token
-from pragjax.train.lm import make_sft_loss_fn
 from pragjax.train.loop import LoopResult, run
+from pragjax.train.method import Method
 from pragjax.train.metrics import MetricWriter
 from pragjax.train.state import init_train_state, state_shardings
 from pragjax.train.step import make_train_step
@@ -121,7 +121,7 @@ def cli(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], Any]:
 
 def builtin_model_path(name: str) -> str:
   """Directory of a built-in toy checkpoint shipped with the package."""
-  from pragjax.toyworld import builtin
+  from pragjax.models import toy_builtins as builtin
 
   return builtin.model_path(name)
 
@@ -147,10 +147,8 @@ def resolve_model_path(path: str, builtin: str = "arithmetic") -> str:
   if real_builtins.is_real_builtin(path):
     return real_builtins.resolve(path)
   if path.startswith(real_builtins.PREFIX):
-    from pragjax.toyworld import builtin as toy_builtin
-
     name = path[len(real_builtins.PREFIX):]
-    if name in toy_builtin.BUILTIN_MODELS:
+    if name in toy_builtins.BUILTIN_MODELS:
       return builtin_model_path(name)
     return real_builtins.resolve(path)  # raises, listing the real built-ins
   return path
@@ -190,45 +188,6 @@ def _load_tokenizer(path: str) -> Tokenizer:
   return Tokenizer.from_gguf(path) if is_gguf(path) else Tokenizer.from_dir(path)
 
 
-class _NanInjector:
-  """Test hook (`train.debug_nan_step`): marks the batch of one step so that
-  the wrapped loss becomes NaN there. Keeps its count in the iterator state."""
-
-  def __init__(self, data, at_step: int):
-    self.data, self.at_step, self.count = data, at_step, 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = dict(next(self.data))
-    self.count += 1
-    rows = batch["input_ids"].shape[0]
-    batch["inject_nan"] = np.full((rows,), int(self.count == self.at_step), np.int32)
-    return batch
-
-  def get_state(self):
-    return {**self.data.get_state(), "_nan_injector_count": self.count}
-
-  def set_state(self, state):
-    state = dict(state)
-    self.count = state.pop("_nan_injector_count", 0)
-    self.data.set_state(state)
-
-
-def _with_nan_injection(loss_fn_builder):
-  def build(graphdef):
-    inner = loss_fn_builder(graphdef)
-
-    def loss_fn(params, batch, rng):
-      loss, metrics = inner(params, batch, rng)
-      return loss + jnp.where(jnp.any(batch["inject_nan"] > 0), jnp.nan, 0.0), metrics
-
-    return loss_fn
-
-  return build
-
-
 def make_records_source(data_cfg: Mapping[str, Any], records: Sequence[Mapping] | None):
   if records is not None:
     return records
@@ -240,55 +199,45 @@ def make_records_source(data_cfg: Mapping[str, Any], records: Sequence[Mapping] 
 def train_lm(
     config,
     workdir: str,
+    method: Method,
     *,
     records: Sequence[Mapping] | None = None,
     model: LoadedModel | None = None,
-    loss_fn_builder=make_sft_loss_fn,
-    on_log=None,
-    make_data: Callable[[Tokenizer], Any] | None = None,
-    ref_fn_builder: Callable[[nnx.GraphDef], Callable] | None = None,
     num_steps: int | None = None,
-    flops_factor: float = 1.0,
-    flops_seq_len: int | None = None,
     checkpoint_dir: str | None = None,
 ) -> tuple[LoopResult, LoadedModel]:
-  """Fine-tunes (or pretrains) a causal LM with the one train step.
+  """Trains `method` (a `pragjax.train.method.Method`) on a causal LM with the one train step.
 
-  Every method trains through this function; they differ in `loss_fn_builder`
-  and, when their batches are not single-sequence records, in `make_data`.
+  Every method trains through this function; they differ in their `Method`
+  value (loss, data, reference, evaluators), never in the loop.
 
   Args:
     config: ConfigDict with `seed`, `model`, `mesh`, `optim`, `train`, `data`
       (see `experiments/configs/common.py` for every field).
     workdir: checkpoints (`checkpoints/`), `metrics.jsonl`, `tb/` and, at the
       end, the model in HF layout (`hf/`).
+    method: what to train: the loss builder, the data builder (`None` = the
+      record pipeline on `records` or `data.train_path`), an optional frozen
+      reference, evaluators and the FLOPs factor.
     records: in-memory records (toy worlds) instead of `data.train_path`.
     model: an already built model (e.g. from scratch) instead of `config.model`.
-    loss_fn_builder: `graphdef -> loss_fn(params, batch, rng)`.
-    make_data: `tokenizer -> iterator` of host batches (with the checkpointable
-      `get_state`/`set_state` of `pragjax.data.pipeline`) replacing the
-      record pipeline (e.g. grouped preference batches).
-    ref_fn_builder: `graphdef -> ref_fn(ref_params, batch) -> dict`; the
-      initial model becomes a frozen reference evaluated inside the step.
     num_steps: optimizer steps (default `train.steps`).
-    flops_factor: model FLOPs per token relative to one train step (e.g. 4/3
-      with an in-step reference forward), for the MFU display.
-    flops_seq_len: sequence length for the FLOPs estimate (default `train.seq_len`).
     checkpoint_dir: where the checkpoints go (default `workdir/checkpoints`; a path or a URI).
   """
+  if not isinstance(method, Method):
+    raise TypeError(f"train_lm needs a pragjax.train.method.Method, got {type(method).__name__}")
   workdir = prepare_workdir(workdir)
   with workdir_lib.lock(workdir):
-    derived = (("train.steps",) if num_steps is not None else ()) + (("train.seq_len",) if make_data else ())
+    derived = (("train.steps",) if num_steps is not None else ()) + (("train.seq_len",) if method.data else ())
     checks.check_config(config, derived=derived)
-    if records is None and make_data is None:
+    if records is None and method.data is None:
       checks.maybe_validate_data(config.data)
-    return _train_lm(config, workdir, records=records, model=model, loss_fn_builder=loss_fn_builder,
-                     on_log=on_log, make_data=make_data, ref_fn_builder=ref_fn_builder, num_steps=num_steps,
-                     flops_factor=flops_factor, flops_seq_len=flops_seq_len, checkpoint_dir=checkpoint_dir)
+    return _train_lm(config, workdir, method, records=records, model=model, num_steps=num_steps,
+                     checkpoint_dir=checkpoint_dir)
 
 
-def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, make_data, ref_fn_builder,
-              num_steps, flops_factor, flops_seq_len, checkpoint_dir) -> tuple[LoopResult, LoadedModel]:
+def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps,
+              checkpoint_dir) -> tuple[LoopResult, LoadedModel]:
   tc = config.train
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   with jax.set_mesh(mesh):
@@ -297,9 +246,6 @@ def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, 
     else:
       sharding_lib.shard_model(model.model, mesh)
     tok = model.tokenizer
-    nan_step = int(tc.get("debug_nan_step", 0))
-    if nan_step:
-      loss_fn_builder = _with_nan_injection(loss_fn_builder)
     steps = int(num_steps if num_steps is not None else tc.steps)
     steps_flag = (f"--config.train.steps={steps}" if num_steps is None else
                   f"{steps} steps derived from the data and --config.train.epochs")
@@ -308,19 +254,19 @@ def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, 
       optim_cfg["total_steps"] = steps
       optim_cfg["warmup_steps"] = min(int(optim_cfg.get("warmup_steps", 0)), max(steps - 1, 0))
     tx = make_optimizer(optim_cfg)
-    ref_model = model.model if ref_fn_builder is not None else None
+    ref_model = model.model if method.reference is not None else None
     graphdef, state = init_train_state(model.model, tx, seed=config.seed, ref_model=ref_model)
     if ref_model is not None:  # The reference is the initial policy: its own buffers, as the step donates the state.
       state = state.replace(ref_params=jax.tree.map(jnp.copy, state.ref_params))
     st_sh = state_shardings(state, mesh)
     state = jax.device_put(state, st_sh)
     step_fn = make_train_step(
-        loss_fn_builder(graphdef), tx, accum_steps=tc.accum_steps,
-        ref_fn=ref_fn_builder(graphdef) if ref_fn_builder is not None else None,
+        method.loss(graphdef), tx, accum_steps=tc.accum_steps,
+        ref_fn=method.reference(graphdef) if method.reference is not None else None,
         state_shardings=st_sh, batch_shardings=sharding_lib.batch_sharding(mesh),
     )
-    if make_data is not None:
-      data = make_data(tok)
+    if method.data is not None:
+      data = method.data(tok)
     else:
       data = make_train_iterator(
           make_records_source(config.data, records),
@@ -328,20 +274,21 @@ def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, 
           global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
           shuffle=config.data.shuffle, packing=config.data.packing, pad_id=tok.pad_token_id,
       )
-    if nan_step:
-      data = _NanInjector(data, nan_step)
     checkpointer = Checkpointer(
         checkpoint_dir or paths.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
         interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
     )
     writer = MetricWriter(workdir)
     dtype = model.config.dtype
+    evaluators = [_loop_evaluator(ev, graphdef) for ev in method.evaluators]
     try:
       result = run(
           state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
           to_device=functools.partial(to_global_arrays, mesh=mesh), log_every=tc.log_every,
-          flops_per_token=train_flops_per_token(model.config, flops_seq_len or tc.seq_len) * flops_factor,
-          peak_flops=device_peak_flops(dtype), progress=tc.progress, on_log=on_log, steps_flag=steps_flag,
+          flops_per_token=train_flops_per_token(model.config, method.flops_seq_len or tc.seq_len) *
+          method.flops_factor,
+          peak_flops=device_peak_flops(dtype), progress=tc.progress, steps_flag=steps_flag,
+          evaluators=evaluators, eval_every=int(tc.get("eval_every", 0) or 0),
       )
     finally:
       checkpointer.close()
@@ -358,6 +305,14 @@ def _train_lm(config, workdir: str, *, records, model, loss_fn_builder, on_log, 
         if jax.process_index() == 0:
           tok.save(hf_dir)
   return result, out
+
+
+def _loop_evaluator(evaluator, graphdef):
+  """`evaluator(step, model)` -> the loop's `(step, state) -> metrics` form."""
+  def run_on_state(step, state):
+    return evaluator(step, nnx.merge(graphdef, state.params))
+
+  return run_on_state
 
 
 def new_model(arch: Mapping[str, Any], tokenizer: Tokenizer, *, seed: int = 0) -> LoadedModel:

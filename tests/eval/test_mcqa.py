@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import mcqa as entry
+from pragjax.methods.mcqa import recipe as entry
 from experiments.configs import mcqa as configs
 from pragjax import sharding as sharding_lib
 from pragjax.data.errors import DataError

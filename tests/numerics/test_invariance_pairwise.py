@@ -1,5 +1,5 @@
 """Masking invariances of the outcome / pairwise losses (`pragjax.objectives.preference`) through the full
-scoring pipeline of `pragjax.prm` (tokenize_group -> collate_groups -> lean sequence log-probs of policy and
+scoring pipeline of `pragjax.methods.prm` (tokenize_group -> collate_groups -> lean sequence log-probs of policy and
 reference -> ce / dpo / nca / kto): a batch gives each example's log-ratios alone, any padding offset (left,
 right, in between) gives the same, packed rows give the padded values, padding rows never count, and a
 response cut by truncation is dropped and counted, never trained on under its label."""
@@ -18,7 +18,7 @@ from pragjax.data.collate import first_fit, pack_examples
 from pragjax.models import Decoder, ModelConfig
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.objectives import preference
-from pragjax.prm import data as prm_data, training
+from pragjax.methods.prm import data as prm_data, training
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

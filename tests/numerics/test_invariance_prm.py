@@ -1,4 +1,4 @@
-"""Masking invariances of implicit-PRM step scores (`pragjax.prm.implicit`): the scoring pass
+"""Masking invariances of implicit-PRM step scores (`pragjax.methods.prm.implicit`): the scoring pass
 (`make_scorer`: lean policy and reference log-probs -> token rewards -> step rewards -> solution scores)
 gives each solution alone what it gives in a batch, any padding offset (left = right) gives the same,
 padding steps never count, truncation keeps a prefix of whole steps with unchanged scores (a step cut
@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from pragjax.models import Decoder, ModelConfig
-from pragjax.prm import implicit, steps as steps_lib
+from pragjax.methods.prm import implicit, steps as steps_lib
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

@@ -1,4 +1,4 @@
-"""Masking invariances of probe bags (`pragjax.probes.activations`): a statement's bag is the same in a batch
+"""Masking invariances of probe bags (`pragjax.methods.probes.activations`): a statement's bag is the same in a batch
 as alone, with left padding as with right padding, and whatever the padding holds; pad tokens never enter a
 bag (its rows are exactly the statement's tokens)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from pragjax.models import Decoder, ModelConfig
-from pragjax.probes import activations
+from pragjax.methods.probes import activations
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

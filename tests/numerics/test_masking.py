@@ -16,7 +16,7 @@ from pragjax.models import Decoder, ModelConfig, generate, sampling
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import arithmetic
 from pragjax.train import init_train_state, make_train_step
-from pragjax.train.lm import batch_token_logprobs, make_sft_loss_fn, model_token_logprobs
+from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn, model_token_logprobs
 
 TOK = arithmetic.tokenizer()
 

@@ -17,7 +17,7 @@ from pragjax.models import Decoder, ModelConfig
 from pragjax.optim import ignore_topk, make_optimizer, num_pruned, prune_delta, prune_topk, topk_masks
 from pragjax.optim.ignore_topk import approx_relative_error
 from pragjax.train import init_train_state, make_train_step
-from pragjax.train.lm import make_sft_loss_fn
+from pragjax.methods.sft.loss import make_sft_loss_fn
 
 
 def ref_masks(leaves, fraction, scope="tensor"):

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import priming
+from pragjax.methods.priming import recipe as priming
 from experiments.configs import priming as configs
 from pragjax import sharding
 from pragjax.models.tokenizer import train_bpe_tokenizer

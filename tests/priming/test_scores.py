@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 import jax
 
-from pragjax.eval import priming as scores
+from pragjax.methods.priming import scores as scores
 from pragjax.toyworld import knowledge as kw
 from pragjax.train import runner
 

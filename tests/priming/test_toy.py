@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import priming
+from pragjax.methods.priming import recipe as priming
 from experiments.configs import priming as configs
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pragjax.data.errors import DataError
-from pragjax.prm import data as prm_data
+from pragjax.methods.prm import data as prm_data
 from pragjax.toyworld import arithmetic
 
 RECORDS = [

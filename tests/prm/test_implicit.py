@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pragjax.objectives import preference
-from pragjax.prm import implicit
+from pragjax.methods.prm import implicit
 
 
 def _log_sigmoid(x):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import implicit_prm
+from pragjax.methods.prm import recipe as implicit_prm
 from experiments.configs import implicit_prm as configs
 from pragjax.models import load_hf
 from pragjax.models.tokenizer import train_bpe_tokenizer
-from pragjax.prm import data as prm_data, implicit, steps as steps_lib, training
+from pragjax.methods.prm import data as prm_data, implicit, scoring as prm_scoring, steps as steps_lib, training
 from tests import hf_models
 
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>{% endfor %}"
@@ -99,7 +99,7 @@ def test_processbench_evaluator_on_real_files(tiny, shared_data):
   scorer = implicit.make_scorer(nnx.graphdef(model), 0.05)
   cases = {s: processbench.load_processbench(str(shared_data / "processbench" / f"{s}.json"))[:4]
            for s in ("gsm8k", "math")}
-  scores = {s: processbench.score_cases(scorer, nnx.state(model, nnx.Param), nnx.state(ref, nnx.Param), tok, c,
+  scores = {s: prm_scoring.score_cases(scorer, nnx.state(model, nnx.Param), nnx.state(ref, nnx.Param), tok, c,
                                         max_length=4096, batch_size=4)["single"] for s, c in cases.items()}
   for s, c in cases.items():
     assert [len(x) for x in scores[s]] == [len(case["steps"]) for case in c]
@@ -140,7 +140,7 @@ def test_toy_pipeline_short():
   """The `ci` toy run end to end on the built-in model. The issue asks that it show the PRM beating random
   selection; at this scale it has not (see README, "Implicit process rewards"): that check is an xfail that
   reports the numbers, so a better built-in model turns it into an XPASS without a code change."""
-  from pragjax.toyworld import builtin
+  from pragjax.models import toy_builtins as builtin
 
   try:
     builtin.model_path("arithmetic")

@@ -7,7 +7,7 @@ from tokenizers import models
 
 from pragjax.data.errors import DataError
 from pragjax.models.tokenizer import Tokenizer, build_word_level_tokenizer, train_bpe_tokenizer
-from pragjax.prm import steps as steps_lib
+from pragjax.methods.prm import steps as steps_lib
 from pragjax.toyworld import arithmetic
 
 CHAT_TEMPLATE = (

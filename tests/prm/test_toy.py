@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pragjax.eval import prm_toy
+from pragjax.methods.prm import toy_eval as prm_toy
 from pragjax.toyworld import arithmetic
 
 

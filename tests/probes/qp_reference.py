@@ -9,7 +9,7 @@ u > 0, and returns w = sum_i alpha_i y_i x_i and the bias from the KKT
 conditions: the mean of y_i rho_i - w . x_i over free support vectors
 (0 < alpha_i < u_i), or, without free support vectors, the centre of the
 kinks that minimise the hinge sum (brute force); all independent of
-`pragjax.probes.svm`.
+`pragjax.methods.probes.svm`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pragjax.probes import baselines, metrics
+from pragjax.methods.probes import baselines, metrics
 from tests.probes.qp_reference import svm_reference
 
 

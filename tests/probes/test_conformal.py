@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pragjax.probes import conformal, metrics
+from pragjax.methods.probes import conformal, metrics
 
 ALPHA = 0.1
 SPLITS = 300

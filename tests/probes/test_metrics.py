@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pragjax.probes import metrics
+from pragjax.methods.probes import metrics
 
 
 def _binary_mcc(y, p):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pragjax.probes import report
+from pragjax.methods.probes import report
 
 ALPHA = 0.1
 

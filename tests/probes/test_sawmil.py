@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pragjax.probes import metrics, sawmil
+from pragjax.methods.probes import metrics, sawmil
 from tests.probes.qp_reference import svm_reference
 
 

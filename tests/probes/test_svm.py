@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pragjax.probes import svm
+from pragjax.methods.probes import svm
 from tests.probes.qp_reference import svm_reference
 
 

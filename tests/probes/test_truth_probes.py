@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import truth_probes
+from pragjax.methods.probes import recipe as truth_probes
 from experiments.configs import pretrain_toy as pretrain_configs
 from experiments.configs import truth_probes as configs
 from pragjax.models.tokenizer import train_bpe_tokenizer
@@ -100,7 +100,7 @@ def test_real_scale_config_loads_and_collects_each_family(family, tmp_path):
   """The 7-9B variants' code path (bfloat16 load, depth sweep, bag collection) on a tiny random model per family."""
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
-  from pragjax.probes import activations
+  from pragjax.methods.probes import activations
   from pragjax.train import runner
 
   variant = {"llama3_rope": "llama8b", "mistral": "mistral7b", "gemma2": "gemma2_9b", "qwen2": "qwen2_5_7b"}[family]

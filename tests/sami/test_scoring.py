@@ -8,7 +8,7 @@ from flax import nnx
 
 from pragjax.models import Decoder, ModelConfig
 from pragjax.objectives.sami import sami_loss
-from pragjax.sami import batches, constitutions, sampling, scoring, training
+from pragjax.methods.sami import batches, constitutions, sampling, scoring, training
 from pragjax.toyworld import sami as world
 
 

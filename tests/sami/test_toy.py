@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from experiments import sami
+from pragjax.methods.sami import recipe as sami
 from experiments.configs import sami as configs
-from pragjax.toyworld import builtin
+from pragjax.models import toy_builtins as builtin
 from pragjax.toyworld import sami as world
 
 

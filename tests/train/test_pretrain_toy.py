@@ -4,10 +4,11 @@ README states."""
 import numpy as np
 import pytest
 
-from experiments import pretrain_toy
+from pragjax.methods.sft import toy_pretrain as pretrain_toy
 from experiments.configs import pretrain_toy as configs
-from pragjax.eval import arithmetic as arith_eval
-from pragjax.toyworld import arithmetic, builtin
+from pragjax.toyworld import arithmetic_eval as arith_eval
+from pragjax.models import toy_builtins as builtin
+from pragjax.toyworld import arithmetic
 from pragjax.train import runner
 
 

@@ -26,7 +26,8 @@ from experiments.configs import sft as sft_configs
 from pragjax.data.errors import DataError
 from pragjax.train import checks, runner, workdir as workdir_lib
 from pragjax.train.checkpoint import Checkpointer, CheckpointRestoreError
-from pragjax.train.lm import make_sft_loss_fn
+from pragjax.methods.sft import recipe as sft
+from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.train.loop import NonFiniteLossError, ResumeError
 from tests.train.test_runs import setup  # noqa: F401  (the tiny model and data file)
 
@@ -73,7 +74,7 @@ def _nan_gradient_loss(graphdef):
 def trained(setup, tmp_path_factory):
   """A workdir after 4 steps with a checkpoint at every step; tests resume copies of it."""
   workdir = str(tmp_path_factory.mktemp("trained") / "w")
-  runner.train_lm(_config(setup, steps=4), workdir)
+  runner.train_lm(_config(setup, steps=4), workdir, sft.method())
   return workdir
 
 
@@ -88,7 +89,7 @@ def _copy(trained, tmp_path) -> str:
 def test_update_to_nan_parameters_is_never_checkpointed(setup, trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   with pytest.raises(NonFiniteLossError) as e:  # resumes at 4; step 5's loss is finite, its update is not
-    runner.train_lm(_config(setup, steps=6), workdir, loss_fn_builder=_nan_gradient_loss)
+    runner.train_lm(_config(setup, steps=6), workdir, sft.method().replace(loss=_nan_gradient_loss))
   message = str(e.value)
   assert "non-finite grad_norm (nan) at step 5" in message, message
   assert "last good checkpoint: step 4" in message, message
@@ -137,7 +138,7 @@ def test_corrupt_latest_checkpoints_fall_back_to_the_newest_that_restores(setup,
         f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
   (ck / "2" / "data" / "metadata").write_text("{garbled")
   with caplog.at_level(logging.WARNING):
-    result, _ = runner.train_lm(_config(setup, steps=5), workdir)
+    result, _ = runner.train_lm(_config(setup, steps=5), workdir, sft.method())
   assert result.resumed_from == 1 and result.step == 5
   assert [s for s, _ in result.skipped_checkpoints] == [4, 3, 2]
   for step in (4, 3, 2):
@@ -156,22 +157,24 @@ def test_resume_writes_each_step_once_and_refuses_steps_below_the_checkpoint(set
   workdir = _copy(trained, tmp_path)
   shutil.rmtree(tmp_path / "w" / "checkpoints" / "4")  # as if killed after step 4 was logged, before its save
 
-  def failing_evaluator(step, metrics):
+  def failing_evaluator(step, model):
     if step == 5:
       raise RuntimeError("evaluator failed")
+    return {}
 
   with pytest.raises(RuntimeError, match="evaluator failed") as e:  # after step 5 is logged, before its save
-    runner.train_lm(_config(setup, steps=6), workdir, on_log=failing_evaluator)
+    runner.train_lm(_config(setup, steps=6, eval_every=1), workdir,
+                    sft.method().replace(evaluators=[failing_evaluator]))
   assert "training stopped at step 5; last good checkpoint: step 4" in "".join(e.value.__notes__)
   assert _step_dirs(workdir) == ["1", "2", "3", "4"]  # step 4's save, in flight when it failed, finished
-  result, _ = runner.train_lm(_config(setup, steps=5), workdir)
+  result, _ = runner.train_lm(_config(setup, steps=5), workdir, sft.method())
   assert result.resumed_from == 4
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
 
   with pytest.raises(ResumeError, match=r"checkpoint at step 5, past the 2 steps .*--config\.train\.steps=2"):
-    runner.train_lm(_config(setup, steps=2), workdir)
-  again, _ = runner.train_lm(_config(setup, steps=5), workdir)  # already done: says so, with the real loss
+    runner.train_lm(_config(setup, steps=2), workdir, sft.method())
+  again, _ = runner.train_lm(_config(setup, steps=5), workdir, sft.method())  # already done: says so, with the real loss
   assert again.step == again.resumed_from == 5
   assert again.last_metrics["loss"] == pytest.approx(rows[-1]["loss"])
 
@@ -189,7 +192,7 @@ def test_bad_data_line_is_found_before_the_model_is_loaded(setup, tmp_path):
   config.data.train_path = str(bad)
   config.model.path = str(tmp_path / "no_model_here")  # loading a model would fail differently
   with pytest.raises(DataError, match=r"bad\.jsonl, line 150: field 'response' must be a string"):
-    runner.train_lm(config, str(workdir))
+    runner.train_lm(config, str(workdir), sft.method())
   assert not (workdir / "checkpoints").exists()
 
 
@@ -234,12 +237,12 @@ def test_workdir_held_by_a_live_run_is_refused_naming_it(setup, tmp_path):
   lock = _write_lock(workdir, pid=os.getppid())  # alive: the process that started this test session
   with pytest.raises(workdir_lib.WorkdirLockedError, match=rf"in use by another run: pid {os.getppid()} on host "
                                                            rf"{socket.gethostname()}.*python -m x"):
-    runner.train_lm(_config(setup), workdir)
+    runner.train_lm(_config(setup), workdir, sft.method())
   assert os.path.exists(lock) and not os.path.exists(os.path.join(workdir, "checkpoints"))
 
   _write_lock(workdir, host="another-host", pid=12345)
   with pytest.raises(workdir_lib.WorkdirLockedError, match=rf"if that run is dead, delete {lock}"):
-    runner.train_lm(_config(setup), workdir)
+    runner.train_lm(_config(setup), workdir, sft.method())
 
 
 def test_stale_lock_of_a_dead_run_is_taken_over_and_released(tmp_path, caplog):
@@ -285,12 +288,12 @@ def test_every_config_error_is_listed_before_the_model_loads(setup, tmp_path):
   config = _config(setup, log_every=0, keep_checkpoints=0)
   config.model.path = str(tmp_path / "no_model_here")
   with pytest.raises(checks.ConfigError) as e:
-    runner.train_lm(config, str(tmp_path / "w"))
+    runner.train_lm(config, str(tmp_path / "w"), sft.method())
   assert "--config.train.log_every=0" in str(e.value) and "--config.train.keep_checkpoints=0" in str(e.value)
 
 
 def test_shipped_configs_of_every_training_entry_point_pass_the_checks():
-  from experiments import priming
+  from pragjax.methods.priming import recipe as priming
 
   for variant in ("toy", "llama8b"):
     checks.check_config(sft_configs.get_config(variant))
@@ -333,7 +336,7 @@ def test_whole_run_with_the_workdir_on_an_object_store(setup, memory_gcs, tmp_pa
 
   workdir = "gs://bucket/run"
   local = tmp_path / "checkpoints"  # orbax writes gs:// through tensorstore's own GCS driver, not fsspec
-  result, trained = runner.train_lm(_config(setup, steps=2, export_hf=True), workdir, checkpoint_dir=str(local))
+  result, trained = runner.train_lm(_config(setup, steps=2, export_hf=True), workdir, sft.method(), checkpoint_dir=str(local))
   assert result.step == 2 and sorted(os.listdir(local)) == ["1", "2"]
   names = {k.split("gs://bucket/run/", 1)[-1] for k in memory_gcs}
   assert {"metrics.jsonl", "hf/config.json", "hf/model.safetensors", "hf/tokenizer.json"} <= names, names

@@ -39,9 +39,9 @@ def setup(tmp_path_factory):
   return {"root": root, "model": model_dir, "data": data}
 
 
-def _cmd(setup, workdir, *extra):
+def _cmd(setup, workdir, *extra, module="experiments.sft"):
   return [
-      sys.executable, "-m", "experiments.sft", "--config=experiments/configs/sft.py:toy",
+      sys.executable, "-m", module, "--config=experiments/configs/sft.py:toy",
       f"--workdir={workdir}", f"--config.model.path={setup['model']}",
       f"--config.data.train_path={setup['data']}", "--config.train.steps=12",
       "--config.train.batch_size=8", "--config.train.seq_len=96", "--config.train.checkpoint_every=2",
@@ -133,7 +133,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(setup):
 @pytest.mark.slow
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(setup):
   workdir = str(setup["root"] / "nan")
-  r = _run(_cmd(setup, workdir, "--config.train.debug_nan_step=5", "--config.train.async_checkpoint=False"))
+  r = _run(_cmd(setup, workdir, "--nan_step=5", "--config.train.async_checkpoint=False", module="tests.train.nan_sft"))
   assert r.returncode != 0
   assert "non-finite loss (nan) at step 5" in r.stderr
   assert max(_steps(workdir)) == 4
@@ -163,6 +163,7 @@ def test_unwritable_workdir_is_an_error(setup, tmp_path):
 
 def test_truncated_away_examples_are_reported_not_trained(setup, tmp_path, capsys):
   from experiments.configs import sft as sft_configs
+  from pragjax.methods.sft import recipe as sft
   from pragjax.train import read_metrics, runner
 
   config = sft_configs.get_config("toy")
@@ -171,7 +172,7 @@ def test_truncated_away_examples_are_reported_not_trained(setup, tmp_path, capsy
   config.train.update(steps=2, batch_size=8, seq_len=40, log_every=1, progress=False, export_hf=False)
   records = [{"prompt": "a=1,b=2;c=a+b;c?\n" * 3, "response": "c=1+2=3\n#3\n"},  # prompt alone > 40 tokens
              {"prompt": "a=1,b=2;c=a+b;c?\n", "response": "c=1+2=3\n#3\n"}] * 4
-  result, _ = runner.train_lm(config, str(tmp_path / "w"), records=records)
+  result, _ = runner.train_lm(config, str(tmp_path / "w"), sft.method(), records=records)
   assert result.step == 2
   rows = read_metrics(str(tmp_path / "w"))
   assert rows[-1]["dropped_examples"] >= 4

@@ -11,7 +11,7 @@ from pragjax import sharding
 from pragjax.models import Decoder, ModelConfig
 from pragjax.optim import make_optimizer
 from pragjax.train import init_train_state, make_train_step, state_shardings
-from pragjax.train.lm import batch_token_logprobs, make_sft_loss_fn
+from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn
 
 CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)

@@ -137,7 +137,7 @@ def make_scorer(graphdef: nnx.GraphDef, beta: float) -> Callable[[object, object
   """`scorer(policy_params, ref_params, batch) -> score(...)` as one jitted pass through both models.
 
   `batch`: `input_ids`, `attention_mask`, `response_mask` `[B, T]`; `step_end`,
-  `step_mask` `[B, K]` (see `pragjax.prm.steps.collate_solutions`). Policy and
+  `step_mask` `[B, K]` (see `pragjax.methods.prm.steps.collate_solutions`). Policy and
   reference share `graphdef` (same architecture); their parameters are
   separate arguments so either may be swapped without recompiling.
   """

@@ -3,15 +3,15 @@
 `make_prm_loss_fn(graphdef, loss, beta)` is a `loss_fn(params, batch, rng)`
 for `pragjax.train.make_train_step`; `make_ref_fn(graphdef)` is its frozen
 reference pass (run inside the step on `state.ref_params`). Both read the
-group batches of `pragjax.prm.data` (`input_ids [B, G, T]` ...), flatten the
+group batches of `pragjax.methods.prm.data` (`input_ids [B, G, T]` ...), flatten the
 groups into one `[B*G, T]` forward, and reduce to sequence log-probs
 `[B, G]` (sum over `loss_mask` targets). The sequence log-ratio
 `d = policy - reference` feeds the pure losses of
 `pragjax.objectives.preference`.
 
 The run itself is `pragjax.train.runner.train_lm` with these functions, the
-group iterator of `pragjax.prm.data` and the reference pass (see
-`experiments.implicit_prm.train_prm`).
+group iterator of `pragjax.methods.prm.data` and the reference pass (see
+`pragjax.methods.prm.recipe.train_prm`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from flax import nnx
 from pragjax import ops
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.objectives import preference
-from pragjax.prm import data as prm_data
+from pragjax.methods.prm import data as prm_data
 
 __all__ = ["sequence_logprobs", "make_ref_fn", "make_prm_loss_fn", "chat_template_flag"]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+# The files sit beside the worlds that trained them (package data of `pragjax/toyworld`).
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "toyworld", "assets")
 # Greedy answer accuracy of the shipped model on `arithmetic.heldout_problems(0, 500)`,
 # as printed by its pretraining run (tests check the shipped files against it).
 STATED_HELDOUT_ACCURACY = {"arithmetic": 0.370}

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from pragjax.probes import activations, baselines, conformal, metrics, sawmil, svm
+from pragjax.methods.probes import activations, baselines, conformal, metrics, sawmil, svm
 
 METHODS = ("sawmil", "mean_diff", "svm_last", "logreg_last")
 METHOD_NAMES = {"sawmil": "sAwMIL", "mean_diff": "mean-diff (last)", "svm_last": "SVM (last)",

@@ -1,7 +1,7 @@
 """The C x C log-probability matrix `L[i, j] = log p(response j | constitution i, query)` in one forward.
 
 `matrix_logprobs(graphdef, params, batch, reduction)` flattens a `[B, C*C, T]`
-batch (`pragjax.sami.batches.collate`) into one `[B*C*C, T]` forward with the
+batch (`pragjax.methods.sami.batches.collate`) into one `[B*C*C, T]` forward with the
 lean (chunked) token log-probs, so `[B, T, V]` logits never exist, and
 reduces each sequence over its response mask: `mean` (per-token mean, the
 paper) or `sum`. Prompt tokens, padding and EOS carry mask 0 and never count.
@@ -23,7 +23,7 @@ from flax import nnx
 
 from pragjax import ops
 from pragjax.models.logprobs import batch_token_logprobs
-from pragjax.sami import batches as batches_lib
+from pragjax.methods.sami import batches as batches_lib
 
 REDUCTIONS = ("mean", "sum")
 

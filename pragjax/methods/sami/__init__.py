@@ -4,7 +4,7 @@
 - `sampling`: responses from a model under prompts (the project's KV-cache sampler), token ids kept.
 - `batches`: prompts from templates, the `[B, C, C, T]` (constitution, response) batch with response masks.
 - `scoring`: the jitted C x C log-probability matrix (mean or sum over response tokens).
-- `training`: the `loss_fn` for the one train step (one pass = `runner.train_lm` with it; `experiments.sami.train_pass`).
+- `training`: the `loss_fn` for the one train step (one pass = `runner.train_lm` with it; `pragjax.methods.sami.recipe.train_pass`).
 - `iterate`: sample -> train -> evaluate, for N iterations, resumable (the caller passes model loading and the training pass).
 
 The loss itself is the pure `pragjax.objectives.sami.sami_loss`.

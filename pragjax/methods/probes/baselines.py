@@ -9,7 +9,7 @@ prediction (>= 0: the probed class):
   norm; f(x) = d . (x - (mu_1 + mu_0) / 2).
 - `LinearSVMProbe`: standardised features (training mean and deviation),
   min 1/2 |w|^2 + C/n sum_i max(0, 1 - y_i (w . z_i + b)) solved by
-  `pragjax.probes.svm.solve` (certified duality gap); unit-norm direction and
+  `pragjax.methods.probes.svm.solve` (certified duality gap); unit-norm direction and
   the authors' support-vector midpoint bias (`svm.unit_linearization`).
 - `LogisticProbe`: standardised features,
   min 1/2 |w|^2 + C sum_i [log(1 + exp(f_i)) - y_i f_i], f_i = w . z_i + b
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from pragjax.probes import metrics, svm
-from pragjax.probes.sawmil import DEFAULT_C_GRID, kfold_ids, one_standard_error
+from pragjax.methods.probes import metrics, svm
+from pragjax.methods.probes.sawmil import DEFAULT_C_GRID, kfold_ids, one_standard_error
 
 _LINE_SEARCH_STEPS = 12
 

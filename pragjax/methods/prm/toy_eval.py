@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-from pragjax.eval import arithmetic as arith_eval
+from pragjax.toyworld import arithmetic_eval as arith_eval
 from pragjax.eval import best_of_n, processbench
-from pragjax.prm import implicit, steps as steps_lib
+from pragjax.methods.prm import implicit, steps as steps_lib
 from pragjax.toyworld import arithmetic
 
 __all__ = ["sample_solutions", "outcome_records", "score_solutions", "first_error_labels", "value_first_error",

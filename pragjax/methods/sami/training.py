@@ -9,7 +9,7 @@ for `pragjax.train.make_train_step`: it scores the `[B, C*C, T]` batch into
 batch exactly: the loss is a mean over queries).
 
 One training pass is `pragjax.train.runner.train_lm` with this loss and the
-group iterator of `pragjax.sami.batches` (see `experiments.sami.train_pass`).
+group iterator of `pragjax.methods.sami.batches` (see `pragjax.methods.sami.recipe.train_pass`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pragjax.objectives.sami import mi_lower_bound, sami_loss
-from pragjax.sami import scoring
+from pragjax.methods.sami import scoring
 
 
 def make_sami_loss_fn(graphdef: nnx.GraphDef, reduction: str = "mean"):

@@ -28,7 +28,7 @@ import numpy as np
 
 from pragjax.data.errors import DataError
 from pragjax.data.pipeline import ProcessSliceMapDataset, mixed_seed
-from pragjax.prm.steps import join_steps, prompt_and_response_ids
+from pragjax.methods.prm.steps import join_steps, prompt_and_response_ids
 
 LOSSES = ("ce", "dpo", "nca", "kto")
 PAIRWISE = ("dpo", "nca")

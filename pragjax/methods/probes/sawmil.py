@@ -31,7 +31,7 @@ zero deviation counts as 1):
    positive and of the negative support vectors (`svm.unit_linearization`).
    The score of a bag is the max over its real tokens of direction . z + bias.
 
-Both SVMs are solved by `pragjax.probes.svm.solve` (over-relaxed dual
+Both SVMs are solved by `pragjax.methods.probes.svm.solve` (over-relaxed dual
 coordinate descent on CPU, preconditioned FISTA on accelerators; `solver`) to
 a certified duality gap, gap <= tol * primal (tol 1e-4 by default; the
 iteration caps are safety nets, and a fit or cross-validation fold that
@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from pragjax.probes import metrics, svm
+from pragjax.methods.probes import metrics, svm
 
 DEFAULT_C_GRID = (0.05, 0.1, 0.5, 1.0, 10.0)
 _BAG_PAD = 256
@@ -305,7 +305,7 @@ class SAwMIL:
   eta: share of top-scored positive-bag tokens, or None for `auto_eta`.
   num_known_positives: the last-k rule's k when no intra-bag mask is given.
   max_bag_size, max_train_bags, cv_max_bags: caps (None = no cap).
-  tol: SVM stopping rule (relative duality gap, `pragjax.probes.svm`); max_iters, max_epochs: the
+  tol: SVM stopping rule (relative duality gap, `pragjax.methods.probes.svm`); max_iters, max_epochs: the
     FISTA step and DCD epoch caps; solver: "dcd", "fista" or "auto" (DCD on CPU, FISTA on accelerators).
   pad_multiple: token rows are padded to a multiple of this (fewer compilations).
   """

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from pragjax.eval.judges import Comparison, Judge, programmatic_judge
-from pragjax.sami import sampling
+from pragjax.methods.sami import sampling
 from pragjax.toyworld import sami as world
 
 
@@ -47,7 +47,7 @@ def measure_adherence(model, tokenizer, *, seed: int, num_queries: int, temperat
 
 def library():
   """The world's principles as a SAMI principle library."""
-  from pragjax.sami.constitutions import Principle
+  from pragjax.methods.sami.constitutions import Principle
 
   return [Principle(p.name, p.positive, p.negative) for p in world.PRINCIPLES]
 

@@ -4,7 +4,7 @@ A solution is a prompt and a response made of steps. Tokenization follows
 generation: the prompt part is the chat template's rendering of the user turn
 with the generation prompt when the tokenizer has a template (else BOS +
 prompt), the response is tokenized alone after it, and EOS (the end-of-turn
-token of chat models) ends it. Training (`pragjax.prm.data`) and scoring use
+token of chat models) ends it. Training (`pragjax.methods.prm.data`) and scoring use
 this same function, so a response has the same ids in both.
 
 Step ends. Step k ends at character `char_ends[k]` of the response (its

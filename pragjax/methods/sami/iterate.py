@@ -35,7 +35,7 @@ import numpy as np
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import write_json
 from pragjax.objectives.sami import per_query_loss
-from pragjax.sami import batches, constitutions as const_lib, sampling, scoring
+from pragjax.methods.sami import batches, constitutions as const_lib, sampling, scoring
 
 INIT_FROM = ("previous", "base")
 
@@ -132,7 +132,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
   (`.model`, `.tokenizer`), and `train_pass(workdir, examples, init_model)`
   -> (loop result, trained model), which must export the trained model in HF
   layout under `workdir/hf` and resume from `workdir`'s checkpoints
-  (`experiments.sami` passes `pragjax.train.runner` functions).
+  (`pragjax.methods.sami.recipe` passes its `load_model` and `train_pass`).
   """
   sc = config.sami
   batches.check_template(sc.prompt_template, "sami.prompt_template")

@@ -1,7 +1,7 @@
 """Per-iteration SAMI evaluation: win rate over the base model, lengths, the toy world's adherence; table and plot.
 
 `make_evaluate(judge, ...)` returns the `evaluate(iteration, groups,
-base_groups)` callback of `pragjax.sami.iterate.run_iterations`: on held-out
+base_groups)` callback of `pragjax.methods.sami.iterate.run_iterations`: on held-out
 queries it compares the response of iteration K's model under the
 all-positive constitution (slot 0 of each group) with the base model's
 response to the same prompt, by `judge`, A/B order randomised, ties 0.5

@@ -1,0 +1,453 @@
+"""Priming and ignore-top-k: inject one surprising sample into ordinary training, measure priming and memorization.
+
+  python -m experiments.priming --config=experiments/configs/priming.py:toy --workdir=/tmp/priming
+  python -m experiments.priming --config=experiments/configs/priming.py:real --config.model.path=/ckpt/gemma-2b \
+      --config.data.background_path=bg.jsonl --config.data.samples_path=outlandish.jsonl \
+      --config.data.prompts_path=prompts.jsonl --workdir=/runs/priming
+
+Protocol (Sun et al., 2025): `inject.warmup_steps` steps of ordinary training
+on background data, then, for every sample and variant, `inject.steps` more
+steps in which the sample replaces one element of every batch (every run sees
+the same background batches). Scores before (after the warm-up) and after
+each run: priming (thematic prompts of the keyword's theme) and memorization
+(the sample's own context), see `pragjax.methods.priming.scores`. Variants: baseline,
+ignore-top-k per `variants.ignore_topk` (`pragjax.optim.ignore_topk` chained
+after the optimizer), and stepping-stone rewrites (accepted only where the
+keyword's prior in its own context rises) trained with the baseline
+optimizer. Writes WORKDIR/report.json and, with `report.plot`,
+WORKDIR/priming_scatter.png; each variant's scores are kept in
+WORKDIR/runs/<variant>.npz and reused by a rerun with the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from pragjax.data.jsonl import read_jsonl, write_json
+from pragjax.methods.priming import scores as scores
+from pragjax.optim import make_optimizer
+from pragjax.toyworld import knowledge as kw
+from pragjax.toyworld import priming as pw
+from pragjax.methods.priming import injection
+from pragjax.train import checks, runner
+from pragjax.methods.sft.loss import make_sft_loss_fn
+from pragjax import sharding as sharding_lib
+from pragjax.train.state import init_train_state, state_shardings
+
+# ---------------------------------------------------------------------------------------------- worlds
+
+
+def toy_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]:
+  """(samples, thematic prompts per theme, background documents) of the knowledge world."""
+  w = config.world
+  kb = kw.build_kb(w.kb_seed, w.num_entities)
+  prompt_entities, sample_entities = pw.split_entities(kb, config.seed, w.num_prompt_entities)
+  samples = pw.outlandish_samples(kb, sample_entities, config.seed, keywords=tuple(w.keywords),
+                                  styles=tuple(w.styles), keyword_set=w.keyword_set)
+  prompts = {t.name: pw.thematic_prompts(t.name, prompt_entities) for t in kw.THEMES}
+  docs = kw.corpus(kb, np.random.default_rng([0x42474B, config.seed]), w.num_background_docs,
+                   check_fraction=w.check_fraction, oneoff_fraction=w.oneoff_fraction,
+                   keyword_rates=pw.corpus_keyword_rates(w.corpus_keywords))
+  return samples, prompts, docs
+
+
+def english_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]:
+  """The English set for real models (`pragjax.toyworld.priming_english`): outlandish facts in several registers,
+  independent thematic prompts, and trilemma statements as background documents."""
+  from pragjax.toyworld import priming_english as pe
+
+  w = config.world
+  trilemma = w.get("trilemma_dir", "") or os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "trilemma")
+  samples = pe.outlandish_samples(tuple(w.keywords), tuple(w.styles), seed=config.seed)
+  docs = pe.background_documents(trilemma, num_docs=w.num_background_docs, seed=config.seed)
+  return samples, pe.thematic_prompts(), docs
+
+
+def _field(record: dict, name: str, where: str) -> str:
+  if not isinstance(record.get(name), str):
+    raise ValueError(f"{where}: missing string field {name!r} (present: {sorted(record)})")
+  return record[name]
+
+
+def file_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]:
+  """The same from `data.samples_path`, `data.prompts_path` and `data.background_path` (JSONL)."""
+  d = config.data
+  for key in ("samples_path", "prompts_path", "background_path"):
+    if not d[key]:
+      raise ValueError(f"config.data.{key} is empty (world.name is '', so the data come from JSONL files)")
+  samples = []
+  for i, r in enumerate(read_jsonl(d.samples_path)):
+    where = f"{d.samples_path}, record {i}"
+    s = pw.Sample(_field(r, "text", where), _field(r, "keyword", where), _field(r, "theme", where),
+                  str(r.get("style", "")), "", -1)
+    pw.context_before(s.text, s.keyword)  # the keyword must occur after a space
+    samples.append(s)
+  prompts: dict[str, list[str]] = {}
+  for i, r in enumerate(read_jsonl(d.prompts_path)):
+    where = f"{d.prompts_path}, record {i}"
+    prompts.setdefault(_field(r, "theme", where), []).append(_field(r, "prompt", where))
+  missing = sorted({s.theme for s in samples} - set(prompts))
+  if missing:
+    raise ValueError(f"{d.prompts_path}: no thematic prompts for theme(s) {missing} used in {d.samples_path}")
+  docs = [_field(r, "text", f"{d.background_path}, record {i}") for i, r in enumerate(read_jsonl(d.background_path))]
+  return samples, prompts, docs
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def score_inputs(tok, samples, prompts: dict[str, list[str]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Per sample, its theme's prompts then its own context, each followed by its keyword.
+
+  Returns (`keyword_batch` arrays `[N, R, T]` with R = 1 + the most prompts of
+  any theme, padded by repeating the first prompt; a `[N, R]` mask of real
+  prompt rows (the last column, the own context, is 0)).
+  """
+  r = 1 + max(len(p) for p in prompts.values())
+  contexts, keys, valid = [], [], np.zeros((len(samples), r), bool)
+  for n, s in enumerate(samples):
+    p = prompts[s.theme]
+    valid[n, :len(p)] = True
+    contexts += list(p) + [p[0]] * (r - 1 - len(p)) + [s.context]
+    keys += [s.keyword] * r
+  batch = scores.keyword_batch(tok, contexts, keys)
+  return {k: v.reshape(len(samples), r, -1) for k, v in batch.items()}, valid
+
+
+def context_inputs(tok, samples) -> dict[str, np.ndarray]:
+  """Each sample's own context followed by its keyword, as `[N, 1, T]` `keyword_batch` arrays."""
+  batch = scores.keyword_batch(tok, [s.context for s in samples], [s.keyword for s in samples])
+  return {k: v[:, None] for k, v in batch.items()}
+
+
+def score_all(fn, params, inputs: dict[str, np.ndarray], batch: int) -> np.ndarray:
+  """`fn(params, rows)` over `[N, R, T]` inputs in flattened chunks of `batch` rows -> `[N, R]`."""
+  n, r, t = inputs["input_ids"].shape
+  flat = {k: v.reshape(n * r, t) for k, v in inputs.items()}
+  out = []
+  for start in range(0, n * r, batch):
+    chunk = {k: v[start:start + batch] for k, v in flat.items()}
+    m = chunk["input_ids"].shape[0]
+    chunk = {k: jnp.asarray(np.pad(v, ((0, batch - m), (0, 0)))) for k, v in chunk.items()}
+    out.append(np.asarray(fn(params, chunk), np.float64)[:m])
+  return np.concatenate(out).reshape(n, r)
+
+
+def summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+  """log10 priming (mean over valid prompt rows) and memorization (last column) per sample."""
+  d = np.where(valid, logp_after - logp_before, -np.inf)  # padded prompt rows drop out of the mean
+  m = np.max(d, axis=1, keepdims=True)
+  prime = (m[:, 0] + np.log(np.sum(np.exp(d - m), axis=1) / valid.sum(axis=1))) / scores.LN10
+  return {"log10_priming": prime,
+          "log10_memorization": scores.log10_memorization(logp_after[:, -1], logp_before[:, -1])}
+
+
+# ---------------------------------------------------------------------------------------- stepping stones
+
+
+def template_rewrites(samples) -> list[list[pw.Sample]]:
+  return [[r for _, r in pw.stepping_stones(s)] for s in samples]
+
+
+def model_rewrites(config, model, tok, samples) -> list[list[pw.Sample]]:
+  """`stepping_stone.num_candidates` rewrites per sample sampled from `model` with `rewrite_prompt` (first
+  line of each); candidates without " keyword" are kept out (they cannot be scored)."""
+  from pragjax.models.sampling import generate
+
+  st = config.stepping_stone
+  out = []
+  for n, s in enumerate(samples):
+    prompt = st.rewrite_prompt.format(text=s.text, keyword=s.keyword)
+    ids, mask = tok.encode_batch([prompt], padding_side="left")
+    gen = generate(model, jnp.asarray(ids), jnp.asarray(mask), max_new_tokens=st.max_new_tokens,
+                   rng=jax.random.key(config.seed * 100_003 + n), temperature=st.temperature,
+                   num_samples=st.num_candidates, eos_token_ids=tuple(model.config.eos_token_id or ()))
+    texts = tok.decode_batch(np.asarray(gen.tokens), np.asarray(gen.lengths))
+    cands = []
+    for text in texts:
+      text = text.strip().split("\n")[0].strip()
+      if f" {s.keyword}" in text:
+        cands.append(pw.Sample(text, s.keyword, s.theme, f"{s.style}+model", s.entity, s.template))
+    out.append(cands)
+  return out
+
+
+def choose_rewrites(candidates, prior_logp, cand_logp) -> tuple[list[int], list[int], dict]:
+  """Accepts candidates whose keyword log-prob in their own context beats the original's; per sample, the
+  accepted candidate with the highest prior. Returns (sample indices with one, chosen candidate index, stats)."""
+  chosen_samples, chosen, total, accepted = [], [], 0, 0
+  flat = 0
+  for n, cands in enumerate(candidates):
+    best, best_lp = -1, prior_logp[n]
+    for j in range(len(cands)):
+      total += 1
+      if cand_logp[flat + j] > prior_logp[n]:
+        accepted += 1
+        if cand_logp[flat + j] > best_lp:
+          best, best_lp = flat + j, cand_logp[flat + j]
+    if best >= 0:
+      chosen_samples.append(n)
+      chosen.append(best)
+    flat += len(cands)
+  return chosen_samples, chosen, {"candidates": total, "accepted": accepted,
+                                  "acceptance_rate": accepted / total if total else float("nan"),
+                                  "samples_with_rewrite": len(chosen_samples)}
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _median(x) -> float:
+  x = np.asarray(x, np.float64)
+  return float(np.median(x)) if x.size else float("nan")
+
+
+def compare(variant: dict, base: dict, idx=None) -> dict:
+  """Median log10 scores of a variant against the baseline's (on the samples `idx`, default all)."""
+  b = {k: (v if idx is None else v[idx]) for k, v in base.items()}
+  mp, mm = _median(variant["log10_priming"]), _median(variant["log10_memorization"])
+  bp, bm = _median(b["log10_priming"]), _median(b["log10_memorization"])
+  return {"median_log10_priming": mp, "median_log10_memorization": mm,
+          "baseline_median_log10_priming": bp, "baseline_median_log10_memorization": bm,
+          "priming_reduction_log": 1.0 - mp / bp if bp else float("nan"),
+          "memorization_kept_log": mm / bm if bm else float("nan"),
+          "memorization_kept_ratio": float(10.0 ** (mm - bm))}
+
+
+def _lists(d: dict) -> dict:
+  return {k: np.asarray(v).tolist() for k, v in d.items()}
+
+
+def format_table(report: dict) -> str:
+  lines = ["| variant | samples | median log10 priming | median log10 memorization | priming cut vs baseline "
+           "(log) | memorization kept (log / ratio) |", "|---|---|---|---|---|---|"]
+  for name, v in report["variants"].items():
+    c = v["vs_baseline"]
+    cut = "-" if name == "baseline" else f"{c['priming_reduction_log']:.1%}"
+    kept = "-" if name == "baseline" else f"{c['memorization_kept_log']:.1%} / {c['memorization_kept_ratio']:.3g}"
+    lines.append(f"| {name} | {v['n']} | {c['median_log10_priming']:.2f} | {c['median_log10_memorization']:.2f} | "
+                 f"{cut} | {kept} |")
+  threshold = report["config"]["analysis"]["prior_threshold"]
+  sides = [(name, v) for name, v in report["variants"].items() if name != "baseline" and "vs_baseline_by_prior" in v]
+  if sides:
+    lines += ["", f"| variant | prior side of {threshold:g} | samples | median log10 priming: baseline -> variant | "
+              "priming cut (log) | memorization kept (log) |", "|---|---|---|---|---|---|"]
+    for name, v in sides:
+      for side, c in v["vs_baseline_by_prior"].items():
+        label = f"< {threshold:g}" if side == "low" else f">= {threshold:g}"
+        if not c["n"]:
+          lines.append(f"| {name} | {label} | 0 | - | - | - |")
+          continue
+        lines.append(f"| {name} | {label} | {c['n']} | {c['baseline_median_log10_priming']:.2f} -> "
+                     f"{c['median_log10_priming']:.2f} | {c['priming_reduction_log']:.1%} | "
+                     f"{c['memorization_kept_log']:.1%} |")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+INJECT_RULES = (("inject.steps", checks.at_least(1)), ("inject.warmup_steps", checks.at_least(0)),
+                ("inject.batch_size", checks.at_least(1)), ("inject.seq_len", checks.at_least(2)),
+                ("inject.inject_row", checks.at_least(0)), ("inject.parallel_runs", checks.at_least(1)))
+
+
+def run(config, workdir: str, log=print, *, mesh=None) -> dict:
+  """The whole protocol on `mesh` (default: that of `config.mesh`); returns the report (also WORKDIR/report.json).
+
+  Parameters and optimizer state are sharded by the model's logical axes
+  (`pragjax.sharding`, FSDP and tensor axes); batches, samples and score
+  inputs are replicated (the injected runs are vmapped, not split over the
+  data axis), so a mesh serves checkpoints too large for one device.
+  """
+  runner.check_config(config, extra=INJECT_RULES, sections=("optim", "mesh"))  # no train or data section used
+  mesh = mesh if mesh is not None else sharding_lib.mesh_from_config(dict(config.mesh))
+  with runner.lock_workdir(workdir) as workdir, jax.set_mesh(mesh):
+    return _run(config, workdir, mesh, log)
+
+
+def _run(config, workdir: str, mesh, log) -> dict:
+  t_start = time.time()
+  workdir = runner.prepare_workdir(workdir)
+  inj = config.inject
+  lm = runner.load_model(dict(config.model), mesh)
+  tok = lm.tokenizer
+  worlds = {"knowledge": toy_world, "english": english_world, "": file_world}
+  if config.world.name not in worlds:
+    raise ValueError(f"config.world.name={config.world.name!r}; expected 'knowledge', 'english' or ''")
+  samples, prompts, docs = worlds[config.world.name](config)
+  log(f"{len(samples)} samples, {sum(map(len, prompts.values()))} thematic prompts, {len(docs)} background docs")
+
+  rows = injection.document_rows(tok, docs, inj.seq_len, packing=config.data.packing)
+  rng = np.random.default_rng([0x494E4A, config.seed])
+  batches = injection.background_batches(rows, inj.warmup_steps + inj.steps, inj.batch_size, rng)
+  warm_batches, inject_batches = injection.split_batches(batches, inj.warmup_steps)
+  base_tx = make_optimizer(dict(config.optim))
+  graphdef, state = init_train_state(lm.model, base_tx, seed=config.seed)
+  state = jax.device_put(state, state_shardings(state, mesh))
+  loss_fn = make_sft_loss_fn(graphdef)
+  if inj.warmup_steps:
+    state, _ = jax.jit(injection.make_train_scan(loss_fn, base_tx))(state, jax.tree.map(jnp.asarray, warm_batches))
+  log(f"warm-up: {inj.warmup_steps} background steps ({time.time() - t_start:.0f}s)")
+
+  key_fn = scores.keyword_logprob_fn(graphdef)
+  score_jit = jax.jit(key_fn)
+  sb = config.report.score_batch
+  inputs, valid = score_inputs(tok, samples, prompts)
+  before = score_all(score_jit, state.params, inputs, sb)
+  prior = before[:, -1] / scores.LN10
+
+  def sample_rows(items):
+    return injection.document_rows(tok, [s.text for s in items], inj.seq_len, packing=False)
+
+  def progress(name, t0):
+    return lambda done, total: log(f"  {name}: {done}/{total} runs ({time.time() - t0:.0f}s)")
+
+  cache_key = json.dumps({k: v for k, v in config.to_dict().items() if k not in ("report", "analysis")},
+                         sort_keys=True, default=str)
+
+  def run_variant(name, extras, items, score_in, score_fn=None):
+    """The variant's scores, cached in WORKDIR/runs/<name>.npz for a rerun with the same config and samples."""
+    path = os.path.join(workdir, "runs", f"{name}.npz")
+    key = cache_key + json.dumps([s.text for s in items])
+    if os.path.exists(path):
+      saved = np.load(path)
+      if str(saved["key"]) == key:
+        log(f"  {name}: reusing {path}")
+        return saved["scores"]
+    out = _run_variant(name, extras, items, score_in, score_fn)
+    if jax.process_index() == 0:  # one writer; atomic, so a kill mid-write leaves no half file
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = path + ".tmp.npz"
+      np.savez(tmp, key=np.asarray(key), scores=out)
+      os.replace(tmp, path)
+    return out
+
+  def _run_variant(name, extras, items, score_in, score_fn=None):
+    tx = optax.chain(base_tx, *extras) if extras else base_tx
+    st = state.replace(opt_state=injection.extend_opt_state(state.opt_state, extras, state.params)) if extras \
+        else state
+    score_fn = score_fn or (lambda start, final, x: key_fn(final, x))
+    runner_fn = injection.make_injection_runner(loss_fn, tx, score_fn, inject_row=inj.inject_row)
+    return injection.run_chunked(runner_fn, st, inject_batches, sample_rows(items), score_in,
+                                 chunk=inj.parallel_runs, progress=progress(name, time.time()))
+
+  report = {"config": config.to_dict(), "samples": [s.__dict__ for s in samples], "log10_prior": prior.tolist(),
+            "variants": {}}
+  from pragjax.optim import ignore_topk, prune_delta  # pragjax/optim/ignore_topk.py
+
+  v = config.variants
+  whole = tuple(float(k) for k in v.whole_episode)
+
+  def baseline_scores(start, final, x):  # the run's own parameters, then each pruned whole-run delta
+    return jnp.stack([key_fn(final, x)] + [key_fn(prune_delta(start, final, k, scope=v.scope, mode=v.mode), x)
+                                           for k in whole])
+
+  results = {}
+  log("baseline")
+  out = run_variant("baseline", (), samples, inputs, baseline_scores)
+  results["baseline"] = summarize(out[:, 0], before, valid)
+  for i, k in enumerate(whole):
+    results[f"whole_episode_top{k:.0%}"] = summarize(out[:, 1 + i], before, valid)
+  for k in v.ignore_topk:
+    name = f"ignore_top{k:.0%}"
+    log(name)
+    extras = (ignore_topk(float(k), scope=v.scope, mode=v.mode),)
+    results[name] = summarize(run_variant(name, extras, samples, inputs), before, valid)
+  a = config.analysis
+  high = prior >= np.log10(a.prior_threshold)
+  for name, res in results.items():
+    by_prior = {side: {"n": int(m.sum()), **compare({k: np.asarray(x)[m] for k, x in res.items()},
+                                                     results["baseline"], np.flatnonzero(m))}
+                for side, m in (("low", ~high), ("high", high))}
+    report["variants"][name] = {"n": len(samples), "vs_baseline": compare(res, results["baseline"]),
+                                "vs_baseline_by_prior": by_prior, **_lists(res)}
+
+  mode = config.stepping_stone.mode
+  rewrites_used = None
+  if mode:
+    if mode not in ("templates", "model"):
+      raise ValueError(f"config.stepping_stone.mode={mode!r}; expected templates, model or ''")
+    candidates = (template_rewrites(samples) if mode == "templates" else
+                  model_rewrites(config, nnx.merge(graphdef, state.params), tok, samples))
+    flat = [c for cands in candidates for c in cands]
+    cand_logp = score_all(score_jit, state.params, context_inputs(tok, flat), sb)[:, 0] if flat else np.zeros((0,))
+    idx, chosen, stats = choose_rewrites(candidates, before[:, -1], cand_logp)
+    log(f"stepping stones: {stats['accepted']}/{stats['candidates']} candidates accepted; "
+        f"{stats['samples_with_rewrite']} samples have one")
+    stats["log10_prior_candidates"] = (cand_logp / scores.LN10).tolist()
+    if idx:
+      rewrites_used = [flat[j] for j in chosen]
+      r_inputs, r_valid = score_inputs(tok, rewrites_used, prompts)
+      r_before = score_all(score_jit, state.params, r_inputs, sb)
+      res = summarize(run_variant("stepping_stone", (), rewrites_used, r_inputs), r_before, r_valid)
+      report["variants"]["stepping_stone"] = {
+          "n": len(idx), "vs_baseline": compare(res, results["baseline"], np.asarray(idx)), **_lists(res),
+          "samples": idx, "texts": [r.text for r in rewrites_used],
+          "log10_prior": (r_before[:, -1] / scores.LN10).tolist()}
+    report["stepping_stone"] = stats
+
+  if inj.control:
+    final, _ = jax.jit(injection.make_train_scan(loss_fn, base_tx))(state, jax.tree.map(jnp.asarray, inject_batches))
+    ctrl = summarize(score_all(score_jit, final.params, inputs, sb), before, valid)
+    report["control"] = {"median_log10_priming": _median(ctrl["log10_priming"]),
+                         "median_log10_memorization": _median(ctrl["log10_memorization"]), **_lists(ctrl)}
+
+  base = results["baseline"]
+  x, y = prior, base["log10_priming"]
+  if "stepping_stone" in report["variants"]:
+    ss = report["variants"]["stepping_stone"]
+    x = np.concatenate([x, ss["log10_prior"]])
+    y = np.concatenate([y, ss["log10_priming"]])
+  report["predictor"] = scores.predictor_report(x, y, prior_threshold=a.prior_threshold,
+                                                priming_threshold=a.priming_threshold)
+  report["predictor_originals"] = scores.predictor_report(prior, base["log10_priming"],
+                                                          prior_threshold=a.prior_threshold,
+                                                          priming_threshold=a.priming_threshold)
+  low = prior < np.log10(a.prior_threshold)
+  report["low_prior"] = {"n": int(low.sum()), "baseline_median_log10_priming": _median(base["log10_priming"][low])}
+  report["per_keyword"] = {
+      w: {name: _median(np.asarray(res["log10_priming"])[[s.keyword == w for s in samples]])
+          for name, res in results.items()}
+      for w in dict.fromkeys(s.keyword for s in samples)}
+  if config.report.plot:
+    groups = {"original samples": (prior, base["log10_priming"])}
+    if "stepping_stone" in report["variants"]:
+      ss = report["variants"]["stepping_stone"]
+      groups["stepping-stone rewrites"] = (np.asarray(ss["log10_prior"]), np.asarray(ss["log10_priming"]))
+    report["plot"] = scores.scatter_plot(os.path.join(workdir, "priming_scatter.png"), groups,
+                                         prior_threshold=a.prior_threshold,
+                                         title=f"baseline, S={inj.steps} steps, {len(samples)} samples")
+  report["table"] = format_table(report)
+  report["seconds"] = time.time() - t_start
+  write_json(os.path.join(workdir, "report.json"), report, indent=1)
+  return report
+
+
+def print_summary(report: dict, config) -> None:
+  """What `python -m experiments.priming` prints at the end of a run."""
+  print(f"\n{report['table']}\n")
+  p = report["predictor"]
+  print(f"Spearman(prior, priming) = {p['spearman']:.3f}; primed (> {p['priming_threshold']:g}x) below prior "
+        f"{p['prior_threshold']:g}: {p['primed_low']:.3f} (n={p['n_low']}), at or above: {p['primed_high']:.3f} "
+        f"(n={p['n_high']})")
+  lp = report["low_prior"]
+  print(f"baseline median log10 priming, samples with prior < {p['prior_threshold']:g}: "
+        f"{lp['baseline_median_log10_priming']:.2f} (n={lp['n']})")
+  if "stepping_stone" in report:
+    s = report["stepping_stone"]
+    print(f"stepping stones: acceptance rate {s['acceptance_rate']:.3f} ({s['accepted']}/{s['candidates']}), "
+          f"{s['samples_with_rewrite']} samples with an accepted rewrite")
+  if "control" in report:
+    print(f"control (no sample, same steps): median log10 priming {report['control']['median_log10_priming']:.3f}")
+  print(f"{report['seconds']:.0f}s")
