@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import machine_info, markdown_table, write_json  # noqa: E402
 from experiments.configs import sami as configs  # noqa: E402
 from pragjax.methods.sami import toy_eval as sami_toy  # noqa: E402
-from pragjax.methods.sami import recipe as sami_exp  # noqa: E402
+from pragjax.methods.sami import training as sami_training  # noqa: E402
 from pragjax.methods.sami import iterate, scoring  # noqa: E402
 from pragjax.toyworld import sami as world  # noqa: E402
 from pragjax.train import runner  # noqa: E402
@@ -53,7 +53,7 @@ def one_iteration(config, queries, library, seed: int, workdir: str) -> tuple[di
                        batch_size=sc.score_batch)
   t2 = time.perf_counter()
   shutil.rmtree(workdir, ignore_errors=True)
-  sami_exp.train_pass(config, workdir, examples, model, export_hf=config.train.export_hf)
+  sami_training.train_pass(config, workdir, examples, model, export_hf=config.train.export_hf)
   t3 = time.perf_counter()
   return {"sampling": t1 - t0, "scoring": t2 - t1, "training": t3 - t2, "total": t3 - t0}, examples
 

@@ -104,3 +104,13 @@ def upload(local_dir: str, target) -> None:
     for name in files:
       with open(os.path.join(root, name), "rb") as f:
         (dest / name).write_bytes(f.read())
+
+
+def shared_data_dir() -> str:
+  """The shared public datasets (trilemma, BIG-bench, ProcessBench, ...): `$PRAGJAX_SHARED_DATA`, else
+  `../shared/data` beside the repository checkout."""
+  env = os.environ.get("PRAGJAX_SHARED_DATA")
+  if env:
+    return env
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.normpath(os.path.join(repo, "..", "shared", "data"))

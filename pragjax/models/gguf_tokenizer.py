@@ -2,7 +2,7 @@
 
 A GGUF file has no `tokenizer.json`: its vocabulary is metadata, under
 llama.cpp's key names, and llama.cpp's tokenizer code gives those keys their
-meaning. `tokenizer_from_gguf(gf)` reads them and builds the equivalent
+meaning. `tokenizer_parts(gf)` reads them and builds the equivalent
 `tokenizers` pipeline, so that encoding follows llama.cpp on the same file.
 
 Keys read (all under `tokenizer.`):
@@ -61,7 +61,7 @@ from typing import Sequence
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
-from pragjax.models.tokenizer import Tokenizer, TokenizerError, _template_processing
+from pragjax.models.tokenizer_base import TokenizerError, template_processing as _template_processing
 
 MODEL_KEY = "tokenizer.ggml.model"
 PRE_KEY = "tokenizer.ggml.pre"
@@ -269,8 +269,9 @@ def _add_vocab_tokens(backend, tokens, types) -> None:
     backend.add_tokens(plain)
 
 
-def tokenizer_from_gguf(gf) -> Tokenizer:
-  """The tokenizer of `gf` (a `gguf_file.GGUFFile`), built from its `tokenizer.*` metadata."""
+def tokenizer_parts(gf) -> dict:
+  """The `Tokenizer(**parts)` arguments of `gf` (a `gguf_file.GGUFFile`), built from its `tokenizer.*`
+  metadata: the `tokenizers` backend, the named special tokens, the chat template and the source."""
   model = _typed(gf, MODEL_KEY, _require(gf, MODEL_KEY), str, "a string")
   if model not in _VOCAB_TYPES:
     raise TokenizerError(f"{gf.path}: metadata key {MODEL_KEY!r} is {model!r}, a vocabulary type this reader does "
@@ -293,4 +294,4 @@ def tokenizer_from_gguf(gf) -> Tokenizer:
   template = gf.get(CHAT_TEMPLATE_KEY)
   if template is not None:
     _typed(gf, CHAT_TEMPLATE_KEY, template, str, "a string")
-  return Tokenizer(backend, **named, chat_template=template, source=gf.path)
+  return dict(backend=backend, **named, chat_template=template, source=gf.path)

@@ -35,7 +35,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from pragjax.models.tokenizer_base import TokenizerError, template_processing as _template_processing
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
@@ -46,8 +48,6 @@ DEFAULT_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # Same order as SPEC
 _SIDES = ("left", "right")
 
 
-class TokenizerError(ValueError):
-  """A tokenizer directory or call that cannot be honoured."""
 
 
 def _read_json(path: str, required: bool) -> dict:
@@ -94,16 +94,6 @@ def _check_side(name: str, side: str) -> str:
   return side
 
 
-def _template_processing(backend: tokenizers.Tokenizer, bos: str | None, eos: str | None):
-  """A post-processor adding `bos` before and `eos` after each sequence (either may be None)."""
-  specials = [t for t in (bos, eos) if t is not None]
-  for t in specials:
-    if backend.token_to_id(t) is None:
-      raise TokenizerError(f"special token {t!r} is not in the tokenizer vocabulary")
-  single = " ".join(([f"{bos}:0"] if bos else []) + ["$A:0"] + ([f"{eos}:0"] if eos else []))
-  pair = single + " " + " ".join(([f"{bos}:1"] if bos else []) + ["$B:1"] + ([f"{eos}:1"] if eos else []))
-  return processors.TemplateProcessing(
-      single=single, pair=pair, special_tokens=[(t, backend.token_to_id(t)) for t in specials])
 
 
 @functools.lru_cache(maxsize=16)
@@ -187,7 +177,6 @@ class Tokenizer:
   @classmethod
   def from_gguf(cls, path: str) -> "Tokenizer":
     """The tokenizer of GGUF file `path`, from its `tokenizer.*` metadata (see `gguf_tokenizer`)."""
-    # Imported here: gguf_tokenizer imports this module.
     from pragjax.models import gguf_file, gguf_tokenizer  # pylint: disable=g-import-not-at-top
     if isinstance(path, gguf_file.GGUFFile):  # already parsed (e.g. by load_gguf's caller)
       gf = path
@@ -196,7 +185,7 @@ class Tokenizer:
         gf = gguf_file.GGUFFile(path)
       except gguf_file.GGUFError as e:
         raise TokenizerError(str(e)) from e
-    return gguf_tokenizer.tokenizer_from_gguf(gf)
+    return cls(**gguf_tokenizer.tokenizer_parts(gf))
 
   @property
   def vocab_size(self) -> int:

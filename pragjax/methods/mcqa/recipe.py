@@ -16,12 +16,12 @@ prints the markdown table.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import write_json
 from pragjax.eval import mcqa
@@ -34,7 +34,7 @@ def _split(value: str) -> list[str]:
 def bigbench_dir(config) -> str:
   if config.bigbench_dir:
     return config.bigbench_dir
-  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "bigbench")
+  return os.path.join(paths.shared_data_dir(), "bigbench")
 
 
 def task_paths(config) -> list[str]:

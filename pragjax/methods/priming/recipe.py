@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import jax
@@ -40,6 +39,7 @@ from pragjax.toyworld import priming as pw
 from pragjax.methods.priming import injection
 from pragjax.train import checks, runner
 from pragjax.methods.sft.loss import make_sft_loss_fn
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.train.state import init_train_state, state_shardings
 
@@ -66,8 +66,7 @@ def english_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[s
   from pragjax.toyworld import priming_english as pe
 
   w = config.world
-  trilemma = w.get("trilemma_dir", "") or os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "trilemma")
+  trilemma = w.get("trilemma_dir", "") or os.path.join(paths.shared_data_dir(), "trilemma")
   samples = pe.outlandish_samples(tuple(w.keywords), tuple(w.styles), seed=config.seed)
   docs = pe.background_documents(trilemma, num_docs=w.num_background_docs, seed=config.seed)
   return samples, pe.thematic_prompts(), docs

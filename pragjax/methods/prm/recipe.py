@@ -16,7 +16,6 @@ import functools
 import io
 import json
 import os
-import sys
 
 import jax
 import numpy as np

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.methods.probes import activations, report
 from pragjax.data.jsonl import write_json
@@ -42,7 +42,7 @@ def knowledge_records(config) -> list[dict]:
 def trilemma_dir(config) -> str:
   if config.data.trilemma_dir:
     return config.data.trilemma_dir
-  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "trilemma")
+  return os.path.join(paths.shared_data_dir(), "trilemma")
 
 
 def trilemma_records(config, name: str, workdir: str) -> list[dict]:

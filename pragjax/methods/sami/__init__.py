@@ -4,8 +4,10 @@
 - `sampling`: responses from a model under prompts (the project's KV-cache sampler), token ids kept.
 - `batches`: prompts from templates, the `[B, C, C, T]` (constitution, response) batch with response masks.
 - `scoring`: the jitted C x C log-probability matrix (mean or sum over response tokens).
-- `training`: the `loss_fn` for the one train step (one pass = `runner.train_lm` with it; `pragjax.methods.sami.recipe.train_pass`).
-- `iterate`: sample -> train -> evaluate, for N iterations, resumable (the caller passes model loading and the training pass).
+- `training`: the `loss_fn` for the one train step (and `train_pass`, one pass through `runner.train_lm`; `load_model`).
+- `iterate`: sample -> train -> evaluate, for N iterations, resumable.
+- `toy_eval`, `evaluate`: the principles world's adherence and judge; win rates, tables and the plot of a run.
+- `recipe`: `run(config, workdir)`, the task (toy world or files), the judge, the report.
 
 The loss itself is the pure `pragjax.objectives.sami.sami_loss`.
 """

@@ -35,7 +35,7 @@ import numpy as np
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import write_json
 from pragjax.objectives.sami import per_query_loss
-from pragjax.methods.sami import batches, constitutions as const_lib, sampling, scoring
+from pragjax.methods.sami import batches, constitutions as const_lib, sampling, scoring, training
 
 INIT_FROM = ("previous", "base")
 
@@ -121,18 +121,14 @@ def heldout_scores(model, groups: Sequence[Group], sc) -> dict:
 
 
 def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldout_queries: Sequence[str],
-                   library: Sequence[const_lib.Principle], load_model: Callable[[str], Any],
-                   train_pass: Callable[[str, list[dict], Any], tuple[Any, Any]],
+                   library: Sequence[const_lib.Principle],
                    evaluate: Callable[[int, list[Group], list[Group]], dict] | None = None,
                    log: Callable[[str], None] = print) -> dict:
   """Runs (or resumes) `sami.iterations` SAMI iterations (module docstring) -> report with one row per iteration.
 
-  The caller supplies the engine: `load_model(path)` ("" = the base model;
-  else an HF directory written by a previous iteration) -> a loaded model
-  (`.model`, `.tokenizer`), and `train_pass(workdir, examples, init_model)`
-  -> (loop result, trained model), which must export the trained model in HF
-  layout under `workdir/hf` and resume from `workdir`'s checkpoints
-  (`pragjax.methods.sami.recipe` passes its `load_model` and `train_pass`).
+  Models come from `training.load_model` (the base, or the HF directory a
+  previous iteration exported) and each pass is `training.train_pass`
+  (exports iteration K's model under `iter_K/hf`; resumes from its checkpoints).
   """
   sc = config.sami
   batches.check_template(sc.prompt_template, "sami.prompt_template")
@@ -161,9 +157,9 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       t0 = time.time()
       row: dict[str, Any] = {"iteration": k}
       if k == 0:
-        model = load_model("")
+        model = training.load_model(config, "")
       else:
-        current = load_model(prev_path)
+        current = training.load_model(config, prev_path)
         groups_path = os.path.join(d, "train_groups.json")
         if os.path.exists(groups_path):
           groups = [Group.from_json(g) for g in _read_json(groups_path)]
@@ -175,10 +171,10 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
           write_json(groups_path, [g.to_json() for g in groups])
         row["sample_seconds"] = time.time() - t0
         examples = group_examples(groups, current.tokenizer, sc)
-        init = current if sc.init_from == "previous" else load_model("")
+        init = current if sc.init_from == "previous" else training.load_model(config, "")
         log(f"iteration {k}: training one pass on {len(examples)} groups (init: {sc.init_from})")
         t1 = time.time()
-        result, model = train_pass(d, examples, init)  # exports iteration K's model to iter_K/hf
+        result, model = training.train_pass(config, d, examples, init)  # exports iteration K's model to iter_K/hf
         if result.preempted:
           log(f"iteration {k}: preempted at step {result.step}; rerun the same command to resume")
           return {"rows": rows, "preempted": True}

@@ -12,13 +12,11 @@ Rerunning the same command resumes (see `pragjax.methods.sami.iterate`).
 """
 
 import os
-import sys
 
 import numpy as np
 
 from pragjax.data.jsonl import write_json
 from pragjax.train import runner
-from pragjax.train.method import Method
 
 def _judge(config, meta_judge):
   """The configured judge: the world's programmatic one, or a local LM by log-probabilities."""
@@ -74,42 +72,6 @@ def _task(config):
   return train, held, constitutions.load_principles(sc.constitutions_dir), None, None, None
 
 
-def load_model(config, path: str = ""):
-  """The base model (`path` "" = `config.model`) or an iteration's exported HF directory, on the config's mesh."""
-  from pragjax import sharding as sharding_lib
-
-  spec = dict(config.model)
-  if path:
-    spec.update(path=path, tokenizer="")
-  return runner.load_model(spec, sharding_lib.mesh_from_config(dict(config.mesh)))
-
-
-def train_pass(config, workdir: str, examples, model, *, export_hf: bool = True):
-  """One SAMI training pass over the C x C groups with the one train step (`runner.train_lm`).
-
-  `train.batch_size` queries per step, `train.epochs` passes (`train.steps` >
-  0 overrides), `sami.reduction`; `model`'s arrays are donated to the train
-  state; the result is exported to `workdir/hf` (unless `export_hf=False`);
-  a killed pass resumes from `workdir/checkpoints`.
-  """
-  import functools
-
-  from pragjax.methods.sami import batches, training
-
-  tc = config.train
-  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
-
-  def make_data(tok):
-    return batches.GroupIterator(examples, batch_size=tc.batch_size, seed=config.seed,
-                                 pad_id=tok.pad_token_id or 0, length_bucket=tc.length_bucket)
-
-  sami = Method(name="sami", loss=functools.partial(training.make_sami_loss_fn, reduction=config.sami.reduction),
-                data=make_data, flops_seq_len=max(len(ids) for e in examples for ids, _ in e["sequences"]))
-  config = config.copy_and_resolve_references()
-  config.train.export_hf = export_hf  # the iterations keep each iteration's model in HF layout
-  return runner.train_lm(config, workdir, sami, model=model, num_steps=steps)
-
-
 def run(config, workdir: str, log=print) -> dict:
   """Runs (or resumes) the configured SAMI iterations; returns the report (also WORKDIR/report.json)."""
   from pragjax.methods.sami import evaluate as sami_eval
@@ -129,8 +91,6 @@ def _run(config, workdir: str, log, sami_eval, iterate) -> dict:
                                      meta_fn=meta, world_metrics=world_metrics)
   report = iterate.run_iterations(
       config, workdir, train_queries=train, heldout_queries=held, library=library,
-      load_model=lambda path: load_model(config, path),
-      train_pass=lambda d, examples, init: train_pass(config, d, examples, init),
       evaluate=evaluate, log=log)
   report["table"] = sami_eval.format_table(report["rows"])
   if config.report.plot and report["rows"] and not report["preempted"]:

@@ -8,17 +8,23 @@ for `pragjax.train.make_train_step`: it scores the `[B, C*C, T]` batch into
 `loss_weight` (queries in the batch, so gradient accumulation equals one
 batch exactly: the loss is a mean over queries).
 
-One training pass is `pragjax.train.runner.train_lm` with this loss and the
-group iterator of `pragjax.methods.sami.batches` (see `pragjax.methods.sami.recipe.train_pass`).
+`train_pass` is one training pass: `pragjax.train.runner.train_lm` with this
+loss and the group iterator of `pragjax.methods.sami.batches`; `load_model`
+loads the base model or an iteration's exported one.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 from flax import nnx
 
+from pragjax import sharding as sharding_lib
+from pragjax.methods.sami import batches, scoring
 from pragjax.objectives.sami import mi_lower_bound, sami_loss
-from pragjax.methods.sami import scoring
+from pragjax.train import runner
+from pragjax.train.method import Method
 
 
 def make_sami_loss_fn(graphdef: nnx.GraphDef, reduction: str = "mean"):
@@ -40,3 +46,33 @@ def make_sami_loss_fn(graphdef: nnx.GraphDef, reduction: str = "mean"):
     return loss, metrics
 
   return loss_fn
+
+
+def load_model(config, path: str = ""):
+  """The base model (`path` "" = `config.model`) or an iteration's exported HF directory, on the config's mesh."""
+  spec = dict(config.model)
+  if path:
+    spec.update(path=path, tokenizer="")
+  return runner.load_model(spec, sharding_lib.mesh_from_config(dict(config.mesh)))
+
+
+def train_pass(config, workdir: str, examples, model, *, export_hf: bool = True):
+  """One SAMI training pass over the C x C groups with the one train step (`runner.train_lm`).
+
+  `train.batch_size` queries per step, `train.epochs` passes (`train.steps` >
+  0 overrides), `sami.reduction`; `model`'s arrays are donated to the train
+  state; the result is exported to `workdir/hf` (unless `export_hf=False`);
+  a killed pass resumes from `workdir/checkpoints`.
+  """
+  tc = config.train
+  steps = int(tc.steps) or max(1, int(tc.epochs) * len(examples) // tc.batch_size)
+
+  def make_data(tok):
+    return batches.GroupIterator(examples, batch_size=tc.batch_size, seed=config.seed,
+                                 pad_id=tok.pad_token_id or 0, length_bucket=tc.length_bucket)
+
+  sami = Method(name="sami", loss=functools.partial(make_sami_loss_fn, reduction=config.sami.reduction),
+                data=make_data, flops_seq_len=max(len(ids) for e in examples for ids, _ in e["sequences"]))
+  config = config.copy_and_resolve_references()
+  config.train.export_hf = export_hf  # the iterations keep each iteration's model in HF layout
+  return runner.train_lm(config, workdir, sami, model=model, num_steps=steps)
