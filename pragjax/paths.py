@@ -114,3 +114,23 @@ def shared_data_dir() -> str:
     return env
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   return os.path.normpath(os.path.join(repo, "..", "shared", "data"))
+
+
+def fetch_dir(path) -> str:
+  """A local directory holding the files under `path`: `path` itself when local, else a fresh temporary copy
+  of the objects under the URI (e.g. an exported HF directory to load; the caller may delete it)."""
+  source = resolve(path)
+  if not is_uri(source):
+    return str(source)
+  tmp = tempfile.mkdtemp(prefix="pragjax_fetch_")
+  pending = [(source, tmp)]
+  while pending:  # level by level: object stores list one directory per call
+    directory, local = pending.pop()
+    os.makedirs(local, exist_ok=True)
+    for item in directory.iterdir():
+      if item.is_dir():
+        pending.append((item, os.path.join(local, item.name)))
+      else:
+        with open(os.path.join(local, item.name), "wb") as f:
+          f.write(item.read_bytes())
+  return tmp

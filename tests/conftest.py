@@ -23,3 +23,21 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"shared datasets not found at {SHARED_DATA}")
   return SHARED_DATA
+
+
+@pytest.fixture
+def memory_gcs(monkeypatch):
+  """gs:// served by an in-memory fsspec filesystem (no network): etils epath's fsspec backend opens every
+  gs:// path through it. Yields the filesystem's store (path -> file)."""
+  import importlib
+
+  from etils.epath import backend
+  from fsspec.implementations.memory import MemoryFileSystem
+
+  class FakeGcs(MemoryFileSystem):
+    store, pseudo_dirs = {}, [""]
+
+  monkeypatch.setitem(importlib.import_module("fsspec.registry")._registry, "gcs", FakeGcs)
+  backend.fsspec_backend._get_filesystem.cache_clear()
+  yield FakeGcs.store
+  backend.fsspec_backend._get_filesystem.cache_clear()

@@ -312,24 +312,6 @@ def test_shipped_configs_of_every_training_entry_point_pass_the_checks():
 # -- workdirs on object stores ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def memory_gcs(monkeypatch):
-  """gs:// served by an in-memory fsspec filesystem (no network): etils epath's fsspec backend opens every
-  gs:// path through it. Yields the filesystem's store (path -> file)."""
-  import importlib
-
-  from etils.epath import backend
-  from fsspec.implementations.memory import MemoryFileSystem
-
-  class FakeGcs(MemoryFileSystem):
-    store, pseudo_dirs = {}, [""]
-
-  monkeypatch.setitem(importlib.import_module("fsspec.registry")._registry, "gcs", FakeGcs)
-  backend.fsspec_backend._get_filesystem.cache_clear()
-  yield FakeGcs.store
-  backend.fsspec_backend._get_filesystem.cache_clear()
-
-
 def test_whole_run_with_the_workdir_on_an_object_store(setup, memory_gcs, tmp_path):
   from pragjax.models import load_hf
   from pragjax.train.metrics import MetricWriter, read_metrics

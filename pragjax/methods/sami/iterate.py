@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import write_json
 from pragjax.objectives.sami import per_query_loss
@@ -58,8 +58,11 @@ class Group:
 
 
 def _read_json(path: str):
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
+
+
+def _exists(path: str) -> bool:
+  return paths.resolve(path).exists()
 
 
 def constitution_sets(library: Sequence[const_lib.Principle], n: int, seed: Sequence[int], sc) -> list:
@@ -135,7 +138,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
   scoring.check_reduction(sc.reduction)
   if sc.init_from not in INIT_FROM:
     raise ValueError(f"sami.init_from must be one of {INIT_FROM}, got {sc.init_from!r}")
-  os.makedirs(workdir, exist_ok=True)
+  workdir = str(paths.resolve(workdir))
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   heldout_sets = constitution_sets(library, len(heldout_queries), (config.seed, 0x4845), sc)
   rows: list[dict] = []
@@ -143,25 +146,24 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
   prev_path = ""  # "" = config.model (the base)
   with jax.set_mesh(mesh):
     for k in range(0, sc.iterations + 1):
-      d = os.path.join(workdir, f"iter_{k}")
-      os.makedirs(d, exist_ok=True)
-      eval_path, heldout_path = os.path.join(d, "eval.json"), os.path.join(d, "heldout.json")
-      if os.path.exists(eval_path) and (k == 0 or os.path.exists(os.path.join(d, "hf", "config.json"))):
+      d = paths.join(workdir, f"iter_{k}")
+      eval_path, heldout_path = paths.join(d, "eval.json"), paths.join(d, "heldout.json")
+      if _exists(eval_path) and (k == 0 or _exists(paths.join(d, "hf", "config.json"))):
         row = _read_json(eval_path)
         log(f"iteration {k}: done earlier (MI bound {row['mi_bound']:.4f})")
         if k == 0:
           base_groups = [Group.from_json(g) for g in _read_json(heldout_path)]
         rows.append(row)
-        prev_path = os.path.join(d, "hf") if k else ""
+        prev_path = paths.join(d, "hf") if k else ""
         continue
       t0 = time.time()
       row: dict[str, Any] = {"iteration": k}
       if k == 0:
         model = training.load_model(config, "")
       else:
-        current = training.load_model(config, prev_path)
-        groups_path = os.path.join(d, "train_groups.json")
-        if os.path.exists(groups_path):
+        current = training.load_model(config, paths.fetch_dir(prev_path))
+        groups_path = paths.join(d, "train_groups.json")
+        if _exists(groups_path):
           groups = [Group.from_json(g) for g in _read_json(groups_path)]
         else:
           log(f"iteration {k}: sampling {len(train_queries)} queries x {sc.num_constitutions} constitutions")
@@ -183,7 +185,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
                     if m in ("loss", "mi_bound", "diag_margin", "grad_norm")})
         row["train_steps"] = result.step
       t2 = time.time()
-      if os.path.exists(heldout_path) and k > 0:
+      if _exists(heldout_path) and k > 0:
         groups_h = [Group.from_json(g) for g in _read_json(heldout_path)]
       else:
         groups_h = sample_groups(model, heldout_queries, heldout_sets, sc,
@@ -200,7 +202,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       rows.append(row)
       log(f"iteration {k}: " + ", ".join(f"{m}={v:.4f}" if isinstance(v, float) else f"{m}={v}"
                                           for m, v in row.items() if not isinstance(v, (list, dict))))
-      prev_path = os.path.join(d, "hf") if k else ""
+      prev_path = paths.join(d, "hf") if k else ""
       del model
       sys.stdout.flush()
   return {"rows": rows, "preempted": False}
