@@ -15,9 +15,11 @@ Taking the lock again in the same process (an entry point, then the training
 function it calls on the same workdir) is a no-op. In a multi-process run
 process 0 takes the lock and tells the others whether it got it.
 
-On a local filesystem the file is created with `O_CREAT | O_EXCL` (atomic);
-object stores offer no such primitive, so there two runs started within the
-same second can both get it.
+On a local filesystem the file is created with `O_CREAT | O_EXCL` (atomic).
+Object stores offer no create-if-absent through this path layer, so there a
+run writes the lock with a random token, waits `OBJECT_STORE_SETTLE_S` and
+reads it back: of two runs racing for it, the last write wins and the other
+run, reading someone else's token, fails with `WorkdirLockedError`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from typing import Iterator
 
 import jax
@@ -37,6 +40,8 @@ import jax
 from pragjax import paths
 
 LOCK_NAME = ".pragjax.lock"
+OBJECT_STORE_SETTLE_S = 2.0  # longer than an object write takes to become visible to readers
+_TOKENS: dict[str, str] = {}  # lock path -> the token this process wrote there
 
 log = logging.getLogger(__name__)
 _HELD: dict[str, int] = {}  # lock path -> nesting depth in this process
@@ -91,7 +96,8 @@ def _alive(pid: int, start: str | None) -> bool:
 
 def _owner() -> dict:
   return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
-          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:500]}
+          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:500],
+          "token": uuid.uuid4().hex}
 
 
 def describe(owner: dict) -> str:
@@ -116,7 +122,9 @@ def _create(lock_path, owner: dict) -> bool:
     if path.exists():
       return False
     path.write_text(text)
-    return True
+    time.sleep(OBJECT_STORE_SETTLE_S)  # a racing run's write lands meanwhile: the last write wins
+    held = _read(lock_path)
+    return bool(held) and held.get("token") == owner["token"]
   try:
     fd = os.open(str(lock_path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
@@ -138,6 +146,7 @@ def acquire(workdir) -> str:
   owner = _owner()
   for _ in range(3):
     if _create(lock_path, owner):
+      _TOKENS[lock_path] = owner["token"]
       return lock_path
     held = _read(lock_path)
     if held is None:
@@ -160,6 +169,8 @@ def release(lock_path: str) -> None:
   """Removes the lock file if this process still owns it."""
   held = _read(lock_path)
   if held and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+    if held.get("token") != _TOKENS.pop(lock_path, held.get("token")):
+      return  # written by another run (it won a race on an object store): not ours to remove
     paths.resolve(lock_path).unlink(missing_ok=True)
 
 
