@@ -4,7 +4,8 @@ Every loss here takes sequence log-ratios
 
     d = log pi(y | x) - log pi_ref(y | x) = sum_t [log pi(y_t | y<t, x) - log pi_ref(y_t | y<t, x)]
 
-summed over the response tokens, shape `[B]`, and treats `beta * d` as the
+summed over the response tokens, shape `[B]` (a caller may pass per-token means
+instead: the algebra is the same), and treats `beta * d` as the
 reward of the response (Yuan et al., 2024, "Free Process Rewards without
 Process Labels"; the DPO parameterisation of a reward model). They know
 nothing of models or tokens: the caller sums the token log-ratios.
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["ce_loss", "dpo_loss", "nca_loss", "kto_loss", "kto_kl_baseline"]
+__all__ = ["ce_loss", "dpo_loss", "nca_loss", "kto_loss", "kto_kl_baseline", "ipo_loss", "cdpo_loss", "robust_dpo_loss",
+           "sppo_hard_loss", "hinge_loss", "PAIR_LOSSES", "pair_loss"]
 
 
 def _f32(x) -> Array:
@@ -100,3 +102,101 @@ def kto_loss(d: Float[Array, "B"], labels: Float[Array, "B"], beta: float, kl, m
   good = desirable_weight * (1.0 - jax.nn.sigmoid(beta * (d - z0)))
   bad = undesirable_weight * (1.0 - jax.nn.sigmoid(beta * (z0 - d)))
   return _mean(l * good + (1.0 - l) * bad, mask)
+
+
+# -- the DPO family: one line of algebra on the pair's margin h = d_w - d_l -----------------------------------------
+
+
+def _margin(d_chosen, d_rejected) -> Array:
+  return _f32(d_chosen) - _f32(d_rejected)
+
+
+def ipo_loss(d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None) -> Array:
+  """IPO (Azar et al., 2023, "A General Theoretical Paradigm to Understand Learning from Human Preferences", Eq. 17).
+
+      h_b = d_w,b - d_l,b
+      L = mean_b (h_b - 1 / (2 beta))^2
+
+  `beta` is the paper's regulariser tau: the loss regresses the margin onto
+  1/(2 tau) instead of pushing it to infinity. The paper writes h with
+  sequence log-ratios; pass per-token means for the length-normalised form.
+  """
+  h = _margin(d_chosen, d_rejected)
+  return _mean(jnp.square(h - 1.0 / (2.0 * beta)), mask)
+
+
+def cdpo_loss(d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None, *,
+              label_smoothing: float = 0.0) -> Array:
+  """Conservative DPO (Mitchell, 2023, "A note on DPO with noisy preferences"): DPO with label smoothing.
+
+      h_b = d_w,b - d_l,b
+      L = mean_b [ -(1 - eps) log sigma(beta h_b) - eps log sigma(-beta h_b) ]
+
+  `eps = label_smoothing` in [0, 0.5] is the assumed probability that a
+  pair's label is flipped; eps = 0 is DPO.
+  """
+  z = beta * _margin(d_chosen, d_rejected)
+  eps = float(label_smoothing)
+  return _mean(-(1.0 - eps) * jax.nn.log_sigmoid(z) - eps * jax.nn.log_sigmoid(-z), mask)
+
+
+def robust_dpo_loss(d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None, *,
+                    label_smoothing: float = 0.0) -> Array:
+  """Robust DPO (Chowdhury et al., 2024, "Provably Robust DPO"): the unbiased loss under label flips with rate eps.
+
+      l(h) = -log sigma(beta h),   h_b = d_w,b - d_l,b
+      L = mean_b [ (1 - eps) l(h_b) - eps l(-h_b) ] / (1 - 2 eps)
+
+  Its expectation over flipped labels is the DPO loss on clean labels.
+  `eps = label_smoothing` must lie in [0, 0.5) (ValueError otherwise).
+  """
+  eps = float(label_smoothing)
+  if not 0.0 <= eps < 0.5:
+    raise ValueError(f"robust DPO needs label_smoothing in [0, 0.5), got {eps}")
+  z = beta * _margin(d_chosen, d_rejected)
+  per = ((1.0 - eps) * -jax.nn.log_sigmoid(z) - eps * -jax.nn.log_sigmoid(-z)) / (1.0 - 2.0 * eps)
+  return _mean(per, mask)
+
+
+def sppo_hard_loss(d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None) -> Array:
+  """SPPO with hard labels (Wu et al., 2024, "Self-Play Preference Optimization", Eq. 4.7, eta = 1/beta).
+
+  SPPO regresses each response's log-ratio onto eta (P(y > pi_t | x) - 1/2);
+  with the hard estimate P = 1 for the chosen and 0 for the rejected response:
+
+      L = mean_b [ (d_w,b - 1 / (2 beta))^2 + (d_l,b + 1 / (2 beta))^2 ]
+  """
+  half = 1.0 / (2.0 * beta)
+  per = jnp.square(_f32(d_chosen) - half) + jnp.square(_f32(d_rejected) + half)
+  return _mean(per, mask)
+
+
+def hinge_loss(d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None) -> Array:
+  """Hinge on the reward margin (SLiC-HF, Zhao et al., 2023, with the reference log-ratios of RSO, Liu et al., 2024).
+
+      h_b = d_w,b - d_l,b
+      L = mean_b max(0, 1 - beta h_b)
+
+  A pair stops contributing once its reward margin beta h reaches 1.
+  """
+  return _mean(jax.nn.relu(1.0 - beta * _margin(d_chosen, d_rejected)), mask)
+
+
+# Pairwise losses by name: fn(d_chosen [B], d_rejected [B], beta, mask) -> scalar. cdpo and robust also take
+# label_smoothing (see `pair_loss`).
+PAIR_LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_dpo_loss,
+               "sppo_hard": sppo_hard_loss, "hinge": hinge_loss, "nca": nca_loss}
+_SMOOTHED = ("cdpo", "robust")
+
+
+def pair_loss(name: str, d_chosen: Float[Array, "B"], d_rejected: Float[Array, "B"], beta: float, mask=None, *,
+              label_smoothing: float = 0.0) -> Array:
+  """The pairwise loss `name` (a key of `PAIR_LOSSES`) on sequence log-ratios; `label_smoothing` is eps of cdpo and
+  robust and must be 0 for the others (ValueError: a smoothing the loss would ignore is a mistake)."""
+  if name not in PAIR_LOSSES:
+    raise ValueError(f"unknown pairwise loss {name!r}; expected one of {sorted(PAIR_LOSSES)}")
+  if name in _SMOOTHED:
+    return PAIR_LOSSES[name](d_chosen, d_rejected, beta, mask, label_smoothing=label_smoothing)
+  if label_smoothing:
+    raise ValueError(f"label_smoothing={label_smoothing} applies to {_SMOOTHED} only, not to {name!r}")
+  return PAIR_LOSSES[name](d_chosen, d_rejected, beta, mask)
