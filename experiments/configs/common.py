@@ -30,7 +30,13 @@ train.async_checkpoint   write checkpoints in the background
 train.progress           show a progress bar
 train.export_hf          save the final model in HF layout under WORKDIR/hf
 train.eval_every         steps between runs of the method's evaluators (0 = at the last step only)
+train.eval_batches       held-out batches of data.eval_path per evaluation (>= 0; 0 = every full batch)
+train.profile_steps      jax.profiler trace of these steps into WORKDIR/profile: "" = off, "A:B" = steps
+                         A to B (1-based, inclusive), "N" = N steps from step 3 (after the compile)
 data.train_path          JSONL with messages | prompt+response | text records
+data.eval_path           held-out JSONL of the same records ("" = none): with the record pipeline, the
+                         mean loss of the method's loss over train.eval_batches batches is reported as
+                         eval/loss every train.eval_every steps (token-weighted when the loss gives a weight)
 data.shuffle             shuffle records (seeded)
 data.packing             pack several records per row (segment ids)
 data.validate            check every line of data.train_path before training (one pass; a bad
@@ -60,7 +66,8 @@ def optim_config(**kw) -> ConfigDict:
 
 def train_config(**kw) -> ConfigDict:
   c = dict(steps=100, batch_size=16, seq_len=128, accum_steps=1, log_every=10, checkpoint_every=50,
-           keep_checkpoints=3, async_checkpoint=True, progress=True, export_hf=True, eval_every=0)
+           keep_checkpoints=3, async_checkpoint=True, progress=True, export_hf=True, eval_every=0,
+           eval_batches=0, profile_steps="")
   c.update(kw)
   return ConfigDict(c)
 
@@ -72,6 +79,7 @@ def base_config() -> ConfigDict:
       mesh=ConfigDict(dict(data=1, fsdp=-1, tensor=1)),
       optim=optim_config(),
       train=train_config(),
-      data=ConfigDict(dict(train_path="", shuffle=True, packing=False, validate=True, validate_max_mb=256.0)),
+      data=ConfigDict(dict(train_path="", eval_path="", shuffle=True, packing=False, validate=True,
+                          validate_max_mb=256.0)),
       runtime=ConfigDict(dict(compilation_cache_dir=runtime.DEFAULT_CACHE_DIR, deterministic=False)),
   ))

@@ -41,6 +41,38 @@ def _real(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def parse_profile_steps(value: str) -> tuple[int, int] | None:
+  """`train.profile_steps` -> (first, last) step traced, 1-based and inclusive; None when off.
+
+  "" = off; "A:B" = steps A to B; "N" = N steps from step 3 (after the compiling first step and one more).
+  Raises ValueError naming the format otherwise."""
+  text = str(value).strip()
+  if not text:
+    return None
+  try:
+    if ":" in text:
+      first, last = (int(p) for p in text.split(":"))
+    else:
+      count = int(text)
+      first, last = 3, 2 + count
+  except ValueError:
+    raise ValueError(f"must be '' (off), 'FIRST:LAST' (steps, inclusive) or a count N (N steps from step 3), "
+                     f"got {value!r}") from None
+  if first < 1 or last < first:
+    raise ValueError(f"must name steps 1 <= FIRST <= LAST (or a count >= 1), got {value!r}")
+  return first, last
+
+
+def profile_steps_problem(value) -> str | None:
+  if not isinstance(value, str):
+    return f"must be a string such as '5:8' or '3', got {type(value).__name__}"
+  try:
+    parse_profile_steps(value)
+  except ValueError as e:
+    return str(e)
+  return None
+
+
 def at_least(lo: int) -> Callable[[Any], str | None]:
   """An integer >= lo."""
   def check(v):
@@ -83,6 +115,8 @@ TRAIN_RULES: tuple[Rule, ...] = (
     ("train.epochs", at_least(1)),
     ("train.length_bucket", at_least(0)),
     ("train.eval_every", at_least(0)),
+    ("train.eval_batches", at_least(0)),
+    ("train.profile_steps", profile_steps_problem),
 )
 
 OPTIM_RULES: tuple[Rule, ...] = (
@@ -103,6 +137,7 @@ OPTIM_RULES: tuple[Rule, ...] = (
 
 DATA_RULES: tuple[Rule, ...] = (
     ("data.validate_max_mb", non_negative_real),
+    ("data.eval_path", lambda v: None if isinstance(v, str) else f"must be a path (a string), got {type(v).__name__}"),
 )
 
 
@@ -243,12 +278,16 @@ def validate_data_file(path: str) -> int:
 
 
 def maybe_validate_data(data_cfg: Mapping[str, Any]) -> int | None:
-  """`validate_data_file(data.train_path)` when `data.validate` is on and the file is at most
-  `data.validate_max_mb` MiB (0 = any size); None when skipped."""
-  path = data_cfg.get("train_path") or ""
-  if not path or not data_cfg.get("validate", True):
+  """`validate_data_file(data.train_path)` (and of `data.eval_path` when set) when `data.validate` is on and
+  the file is at most `data.validate_max_mb` MiB (0 = any size); the training file's record count, None when
+  skipped."""
+  if not data_cfg.get("validate", True):
     return None
   limit = float(data_cfg.get("validate_max_mb", 256))
-  if limit and os.path.isfile(path) and os.path.getsize(path) > limit * 2**20:
-    return None
-  return validate_data_file(path)
+  counts = []
+  for path in (data_cfg.get("train_path") or "", data_cfg.get("eval_path") or ""):
+    if not path or (limit and os.path.isfile(path) and os.path.getsize(path) > limit * 2**20):
+      counts.append(None)
+    else:
+      counts.append(validate_data_file(path))
+  return counts[0]

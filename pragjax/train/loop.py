@@ -7,10 +7,29 @@
   command continues exactly where its last checkpoint left it. Rows of
   `metrics.jsonl` after the resumed step are dropped first (they are
   replayed), and a checkpoint past `num_steps` is an error, not a silent no-op.
+- Metrics stay on the device. Each step's metrics (device scalars) are kept
+  in a window and fetched with one `jax.device_get` every `log_every` steps
+  (and at the last step, and on preemption), when the window's mean is
+  written as one row; the host never waits for a step in between, so it
+  prepares the next batch while the device computes. Tokens per second come
+  from the host batches' `attention_mask`.
 - Finite check: a step whose loss, gradient norm, update norm or new
   parameters hold a NaN or inf (the step's `finite` metric, computed on
-  device) stops the run with `NonFiniteLossError` naming the step and the last
-  checkpoint; that state is never saved, so every checkpoint on disk is finite.
+  device) stops the run with `NonFiniteLossError` naming that step and the
+  last checkpoint. The flags of the steps since the last check are read
+  (one small fetch) before every checkpoint save (periodic, forced by
+  SIGTERM or at the last step) and before evaluators run, and with every
+  row: no state at or after a non-finite step is ever saved, so every
+  checkpoint on disk is finite, even when the bad step lies between saves.
+- Ahead-of-time compile: a jitted `step_fn` is lowered and compiled on the
+  first batch's shapes (`pragjax.train.step.AheadOfTimeStep`, its shardings
+  and donation kept); the compile time and `memory_analysis()` (argument,
+  output, aliased and temporary bytes per device) are logged as one line
+  (printed too with `progress`) and written to `WORKDIR/compile.json`
+  (`writer.write_json`; rewritten by each start of the run). Batches of
+  other shapes run through the jitted function as before.
+- Profiling: `profile_steps=(first, last)` writes a `jax.profiler` trace of
+  those steps (1-based, inclusive) to `profile_dir`.
 - SIGTERM (preemption) finishes the current step, writes a checkpoint and
   returns with `preempted=True`.
 - Evaluators (`evaluators`, every `eval_every` steps and at the last step)
@@ -39,6 +58,7 @@ import numpy as np
 
 from pragjax.train.checkpoint import Checkpointer
 from pragjax.train.metrics import MetricWriter
+from pragjax.train.step import AheadOfTimeStep
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +147,88 @@ def _where(checkpointer: Checkpointer | None) -> str:
   return f"last good checkpoint: step {latest} in {checkpointer.directory}"
 
 
-def _nonfinite_message(step: int, metrics: dict) -> str:
-  bad = [f"{k} ({metrics[k]})" for k in ("loss", "grad_norm", "update_norm") if not math.isfinite(metrics[k])]
+def _nonfinite_message(step: int, metrics: Mapping[str, float]) -> str:
+  bad = [f"{k} ({float(metrics[k])})" for k in ("loss", "grad_norm", "update_norm")
+         if k in metrics and not math.isfinite(float(metrics[k]))]
   what = bad[0] if bad else "parameters after the update"
   return f"non-finite {what} at step {step}" + (f" (also: {', '.join(bad[1:])})" if bad[1:] else "")
+
+
+def _raise_nonfinite(bad_step: int, metrics: Mapping[str, float], step: int,
+                     checkpointer: Checkpointer | None) -> None:
+  """Raises `NonFiniteLossError` for step `bad_step` (detected at step `step`), after the in-flight save."""
+  _finish_save(checkpointer, None)
+  unsaved = f"the state of step {step} was not saved" if bad_step == step else (
+      f"no state of steps {bad_step}-{step} was saved")
+  raise NonFiniteLossError(f"{_nonfinite_message(bad_step, metrics)}; {unsaved}; {_where(checkpointer)}")
+
+
+def _check_rows(window: Sequence[tuple[int, Any]], rows: Sequence[Mapping[str, float]], step: int,
+                checkpointer: Checkpointer | None) -> None:
+  """Raises for the first fetched row of `window` whose `finite` flag is 0."""
+  for (s, _), row in zip(window, rows):
+    if not row.get("finite", 1.0):
+      _raise_nonfinite(s, row, step, checkpointer)
+
+
+def _check_flags(pending: Sequence[tuple[int, Any]], step: int, checkpointer: Checkpointer | None) -> None:
+  """Reads only the `finite` flags of `pending` (step, device metrics) and raises for the first that is 0."""
+  pending = [(s, m) for s, m in pending if "finite" in m]
+  for (s, m), flag in zip(pending, jax.device_get([m["finite"] for _, m in pending])):
+    if not flag:
+      _raise_nonfinite(s, jax.device_get(m), step, checkpointer)
+
+
+def _fetch(window: Sequence[tuple[int, Any]]) -> list[dict[str, float]]:
+  """The window's device metrics as host floats, in one `device_get`."""
+  return [{k: float(v) for k, v in m.items()} for m in jax.device_get([m for _, m in window])]
+
+
+def _mib(n: int) -> str:
+  return f"{n / 2**20:,.1f} MiB"
+
+
+def compile_line(report: Mapping[str, Any]) -> str:
+  """One line for the ahead-of-time compile report of `AheadOfTimeStep`."""
+  shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report["batch_shapes"].items())
+  line = f"train step compiled in {report['lower_s'] + report['compile_s']:.1f} s " \
+         f"(lower {report['lower_s']:.1f} s, compile {report['compile_s']:.1f} s) for batch {shapes}; "
+  mem = report.get("memory")
+  if not mem or "total_bytes" not in mem:
+    return line + f"memory analysis not available on this backend ({report.get('backend')})"
+  return line + (f"memory per device: arguments {_mib(mem['argument_size_in_bytes'])}, outputs "
+                 f"{_mib(mem['output_size_in_bytes'])} ({_mib(mem['alias_size_in_bytes'])} of them in donated "
+                 f"arguments), temporaries {_mib(mem['temp_size_in_bytes'])}, total {_mib(mem['total_bytes'])}")
+
+
+class _Trace:
+  """A `jax.profiler` trace of steps `first..last` (1-based, inclusive) into `directory`."""
+
+  def __init__(self, steps: tuple[int, int] | None, directory: str | None):
+    if steps is not None and directory is None:
+      raise ValueError("profile_steps needs a profile_dir")
+    self.steps, self.directory, self.active = steps, directory, False
+
+  def before(self, step: int) -> None:
+    """Called before step `step` runs: starts the trace at the first traced step (or the first step run)."""
+    if self.steps is not None and not self.active and self.steps[0] <= step <= self.steps[1]:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def annotate(self, step: int):
+    return jax.profiler.StepTraceAnnotation("train", step_num=step) if self.active else contextlib.nullcontext()
+
+  def after(self, step: int, outputs: Any) -> None:
+    """Called after step `step` was dispatched: at the last traced step, waits for it and writes the trace."""
+    if self.active and step >= self.steps[1]:
+      jax.block_until_ready(outputs)
+      self.stop()
+      self.steps = None
+
+  def stop(self) -> None:
+    if self.active:
+      self.active = False
+      jax.profiler.stop_trace()
 
 
 def _finish_save(checkpointer: Checkpointer | None, error: BaseException | None) -> None:
@@ -176,21 +274,26 @@ def run(
     steps_flag: str | None = None,
     evaluators: Sequence[Callable[[int, Any], Mapping[str, float]]] = (),
     eval_every: int = 0,
+    profile_steps: tuple[int, int] | None = None,
+    profile_dir: str | None = None,
 ) -> LoopResult:
-  """Trains until `num_steps` (a total, not an increment).
+  """Trains until `num_steps` (a total, not an increment). See the module docstring.
 
   Args:
     state: a fresh `TrainState` (also the restore template: structure,
       dtypes, shardings).
-    step_fn: from `make_train_step` (its `finite` metric gates checkpoints).
+    step_fn: from `make_train_step` (its `finite` metric gates checkpoints); a
+      jitted one is compiled ahead of time on the first batch.
     data: iterator of process-local numpy batches with `get_state()` /
       `set_state()` (see `pragjax.data.pipeline`).
     to_device: local batch -> global device arrays (default `jnp.asarray`).
+    log_every: steps per metrics row (and per host fetch of the metrics).
     flops_per_token, peak_flops: for MFU = achieved / (peak x devices).
     evaluators: `evaluator(step, state) -> {name: float}`, run every
       `eval_every` steps (0 = only at the last step) after the step's update.
     steps_flag: how the user sets `num_steps`, e.g. `--config.train.steps=100` (for the message when the
       checkpoint is past it).
+    profile_steps, profile_dir: trace steps `first..last` (inclusive) with `jax.profiler` into `profile_dir`.
   """
   if num_steps < 1 or log_every < 1:
     raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be >= 1")
@@ -203,9 +306,14 @@ def run(
   if writer is not None:
     writer.truncate_after(start)
   to_device = to_device or (lambda b: jax.tree.map(np.asarray, b))
+  aot = AheadOfTimeStep(step_fn) if hasattr(step_fn, "lower") else None
+  call = aot or step_fn
+  trace = _Trace(profile_steps, profile_dir)
   bar = _progress(num_steps, start, progress)
   step = start
-  window_tokens, window_t0, acc, n_acc = 0, time.perf_counter(), {}, 0
+  window: list[tuple[int, Any]] = []  # (step, device metrics) since the last row
+  checked = 0  # how many of `window` have had their finite flag read
+  window_tokens, window_t0 = 0, time.perf_counter()
   last: dict = writer.last_logged() if (writer is not None and start == num_steps) else {}
   preempted = False
   error: BaseException | None = None
@@ -214,25 +322,38 @@ def run(
       while step < num_steps:
         batch = next(data)
         tokens = int(np.sum(batch["attention_mask"])) * jax.process_count()
-        state, metrics = step_fn(state, to_device(batch))
+        trace.before(step + 1)
+        with trace.annotate(step + 1):
+          state, metrics = call(state, to_device(batch))
         step += 1
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not metrics.pop("finite", 1.0):
-          _finish_save(checkpointer, None)
-          raise NonFiniteLossError(f"{_nonfinite_message(step, metrics)}; the state of step {step} was not "
-                                   f"saved; {_where(checkpointer)}")
-        for k, v in metrics.items():
-          acc[k] = acc.get(k, 0.0) + v
-        n_acc += 1
+        trace.after(step, metrics)
+        if aot is not None and aot.report is not None and step == start + 1:
+          _report_compile(aot.report, writer, bar)
+        window.append((step, metrics))
         window_tokens += tokens
+        final = step == num_steps
+        stop = sig.received  # read once: the save below is forced exactly when this step ends the run
+        eval_due = bool(evaluators) and (final or bool(eval_every and step % eval_every == 0))
+        save_due = checkpointer is not None and (stop or final or checkpointer.manager.should_save(step))
+        logged = step % log_every == 0 or final or stop
+        if logged:
+          rows = _fetch(window)
+          _check_rows(window, rows, step, checkpointer)
+        elif eval_due or save_due:
+          _check_flags(window[checked:], step, checkpointer)
+          checked = len(window)
         evaluated = {}
-        if evaluators and (step == num_steps or (eval_every and step % eval_every == 0)):
+        if eval_due:
           for evaluator in evaluators:
             evaluated.update({f"eval/{k}": float(v) for k, v in evaluator(step, state).items()})
-        logged = step % log_every == 0 or step == num_steps
         if logged:
           dt = max(time.perf_counter() - window_t0, 1e-9)
-          last = {k: v / n_acc for k, v in acc.items()}
+          acc: dict[str, float] = {}
+          for row in rows:
+            for k, v in row.items():
+              if k != "finite":
+                acc[k] = acc.get(k, 0.0) + v
+          last = {k: v / len(rows) for k, v in acc.items()}
           last["tokens_per_sec"] = window_tokens / dt
           if hasattr(data, "num_dropped"):  # records whose targets were all truncated away
             last["dropped_examples"] = float(data.num_dropped)
@@ -246,18 +367,18 @@ def run(
             if "mfu" in last:
               post["mfu"] = f"{100 * last['mfu']:.1f}%"
             bar.set_postfix(post, refresh=False)
-          window_tokens, window_t0, acc, n_acc = 0, time.perf_counter(), {}, 0
-        if evaluated and not logged:
+          window, checked, window_tokens, window_t0 = [], 0, 0, time.perf_counter()
+        elif evaluated:
           last.update(evaluated)
           if writer is not None:
             writer.write(step, evaluated)
         if bar is not None:
           bar.update(1)
-        data_state = data.get_state() if hasattr(data, "get_state") else None
-        if checkpointer is not None:
+        if save_due:
+          data_state = data.get_state() if hasattr(data, "get_state") else None
           with sig.critical():
-            checkpointer.save(step, state, data_state, force=sig.received or step == num_steps)
-        if sig.received:
+            checkpointer.save(step, state, data_state, force=True)  # due: periodic (orbax's policy) or forced
+        if stop:
           preempted = True
           break
   except NonFiniteLossError as e:
@@ -274,6 +395,7 @@ def run(
     e.add_note(f"(training stopped at step {step}; {_where(checkpointer)}; rerun the same command to resume)")
     raise
   finally:
+    trace.stop()
     _finish_save(checkpointer, error)
     if writer is not None:
       writer.flush()
@@ -281,3 +403,13 @@ def run(
       bar.close()
   return LoopResult(state=state, step=step, preempted=preempted, last_metrics=last, resumed_from=start,
                     skipped_checkpoints=skipped)
+
+
+def _report_compile(report: Mapping[str, Any], writer: MetricWriter | None, bar) -> None:
+  """The ahead-of-time compile line: logged, printed (with a progress bar, process 0), and `compile.json`."""
+  line = compile_line(report)
+  log.info(line)
+  if bar is not None:
+    bar.write(line)
+  if writer is not None:
+    writer.write_json("compile.json", dict(report))

@@ -8,7 +8,8 @@ on `flush`/`close`), and TensorBoard writes to a local directory that is
 uploaded to `WORKDIR/tb` on `flush`/`close`.
 
 A resumed run calls `truncate_after(step)` first, so the rows of the steps it
-replays are not written twice.
+replays are not written twice. `write_json(name, obj)` writes a one-off
+report beside them (e.g. the loop's `compile.json`), replacing it whole.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class MetricWriter:
       for k, v in row.items():
         if k != "step" and isinstance(v, float):
           self._tb.add_scalar(k, v, step)
+
+  def write_json(self, name: str, obj: Mapping) -> None:
+    """Writes `obj` as `WORKDIR/name` (process 0; replaces the file atomically)."""
+    if self.enabled:
+      paths.write_text(self.workdir / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
   def _upload_rows(self) -> None:
     paths.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self._rows))

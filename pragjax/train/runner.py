@@ -7,6 +7,12 @@ checkpoint directory, or a built-in toy model), the tokenizer, the data
 iterator, the optimizer and the one train step, runs
 `pragjax.train.loop.run`, and exports the result in HF layout.
 
+With `data.eval_path` set and the record pipeline, the loop's evaluators
+include a held-out loss (`heldout_loss_evaluator`): `eval/loss` in
+`metrics.jsonl` every `train.eval_every` steps and at the last step.
+`train.profile_steps` traces those steps into `WORKDIR/profile/`
+(`checks.parse_profile_steps` gives the format).
+
 An entry point's `main` runs under `cli(main)` (for `absl.app.run`): the
 project's own message of an error is the last thing printed, and Ctrl-C
 exits with status 130 after the checkpoint being written is finalised.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import sys
 import traceback
@@ -277,9 +284,16 @@ def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps
         checkpoint_dir or paths.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
         interval=tc.checkpoint_every, async_save=tc.async_checkpoint,
     )
+    evaluators = [_loop_evaluator(ev, graphdef) for ev in method.evaluators]
+    heldout = _heldout_evaluator(config, method, graphdef, tok, mesh)
+    if heldout is not None:
+      evaluators.append(heldout)
+    profile = checks.parse_profile_steps(tc.get("profile_steps", "") or "")
+    profile_dir = paths.join(workdir, "profile")
+    if profile is not None and jax.process_count() > 1:
+      profile_dir = paths.join(profile_dir, f"process_{jax.process_index()}")
     writer = MetricWriter(workdir)
     dtype = model.config.dtype
-    evaluators = [_loop_evaluator(ev, graphdef) for ev in method.evaluators]
     try:
       result = run(
           state, step_fn, data, num_steps=steps, checkpointer=checkpointer, writer=writer,
@@ -288,6 +302,7 @@ def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps
           method.flops_factor,
           peak_flops=device_peak_flops(dtype), progress=tc.progress, steps_flag=steps_flag,
           evaluators=evaluators, eval_every=int(tc.get("eval_every", 0) or 0),
+          profile_steps=profile, profile_dir=profile_dir if profile is not None else None,
       )
     finally:
       checkpointer.close()
@@ -312,6 +327,65 @@ def _loop_evaluator(evaluator, graphdef):
     return evaluator(step, nnx.merge(graphdef, state.params))
 
   return run_on_state
+
+
+def _heldout_evaluator(config, method: Method, graphdef, tok: Tokenizer, mesh):
+  """`heldout_loss_evaluator` on `data.eval_path` when it is set and `method` uses the record pipeline."""
+  path = config.data.get("eval_path", "") or ""
+  if not path:
+    return None
+  if method.data is not None:
+    if jax.process_index() == 0:
+      print(f"warning: data.eval_path={path!r} is ignored: method {method.name!r} builds its own batches "
+            f"(the held-out loss runs on the record pipeline only)")
+    return None
+  tc = config.train
+  eval_data = make_train_iterator(
+      JsonlSource(path), functools.partial(tokenize_record, tokenizer=tok, max_length=tc.seq_len),
+      global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed, shuffle=False,
+      packing=config.data.packing, num_epochs=1, pad_id=tok.pad_token_id,
+  )
+  return heldout_loss_evaluator(
+      method.loss(graphdef), eval_data, num_batches=int(tc.get("eval_batches", 0) or 0),
+      to_device=functools.partial(to_global_arrays, mesh=mesh), seed=config.seed,
+      ref_fn=method.reference(graphdef) if method.reference is not None else None,
+  )
+
+
+def heldout_loss_evaluator(loss_fn, batches, *, num_batches: int = 0, to_device=None, seed: int = 0,
+                           ref_fn=None) -> Callable[[int, Any], dict[str, float]]:
+  """The loop evaluator `(step, state) -> {"loss": mean held-out loss}`.
+
+  `batches` (host batches, e.g. one epoch of `make_train_iterator` with
+  `shuffle=False`) are read once, the first `num_batches` of them (0 = all),
+  and kept in host memory; `loss_fn(params, batch, rng)` (the method's loss)
+  is jitted once, with a fixed key from `seed`. The mean is weighted by the
+  loss's `loss_weight` metric when it gives one (e.g. target tokens: the
+  token mean over the whole held-out set), else each batch weighs 1. With a
+  `ref_fn`, the frozen reference's outputs are merged into each batch as in
+  the train step.
+  """
+  held = list(itertools.islice(batches, num_batches or None))
+  if not held:
+    raise ValueError("the held-out data gave no batch")
+  to_device = to_device or (lambda b: jax.tree.map(jnp.asarray, b))
+  rng = jax.random.PRNGKey(seed)
+
+  @jax.jit
+  def loss_and_weight(params, ref_params, batch):
+    if ref_fn is not None and ref_params is not None:
+      batch = {**batch, **jax.lax.stop_gradient(ref_fn(ref_params, batch))}
+    loss, metrics = loss_fn(params, batch, rng)
+    weight = jnp.asarray(dict(metrics).get("loss_weight", 1.0), jnp.float32)
+    return jnp.asarray(loss, jnp.float32) * weight, weight
+
+  def evaluate(step: int, state) -> dict[str, float]:
+    del step
+    sums = jax.device_get([loss_and_weight(state.params, state.ref_params, to_device(b)) for b in held])
+    total = sum(float(w) for _, w in sums)
+    return {"loss": sum(float(lw) for lw, _ in sums) / total if total else float("nan")}
+
+  return evaluate
 
 
 def new_model(arch: Mapping[str, Any], tokenizer: Tokenizer, *, seed: int = 0) -> LoadedModel:

@@ -16,14 +16,22 @@ A frozen reference model can be evaluated inside the step: pass
 are merged into the batch under `stop_gradient` before `loss_fn` sees it. To
 precompute them in a separate pass instead, call `ref_fn` over the data
 beforehand and leave `state.ref_params = None`.
+
+`AheadOfTimeStep(step)` compiles the jitted step ahead of time on the first
+batch's shapes (`step.lower(state, batch).compile()`, with the jit's own
+shardings and donation) and records how long that took and what
+`memory_analysis()` says the step needs per device; the loop runs it and
+reports both before step 1 finishes.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pragjax.train.state import TrainState
@@ -126,3 +134,75 @@ def make_train_step(
     kwargs["in_shardings"] = (state_shardings, batch_shardings)
     kwargs["out_shardings"] = (state_shardings, None)
   return jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
+
+
+MEMORY_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+                 "generated_code_size_in_bytes")
+
+
+def _signature(batch) -> tuple:
+  """What a compiled executable is specific to: tree structure, shapes, dtypes and shardings of `batch`."""
+  leaves, treedef = jax.tree.flatten(batch)
+  return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x))), getattr(x, "sharding", None))
+                        for x in leaves)
+
+
+def memory_report(compiled) -> dict[str, int] | None:
+  """`compiled.memory_analysis()` as `{field: bytes}` (per device), plus `total_bytes` = arguments + outputs +
+  temporaries - aliased (outputs written into donated arguments); None where the backend gives no analysis."""
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 -- some backends raise instead of returning None
+    return None
+  if stats is None:
+    return None
+  out = {k: int(getattr(stats, k)) for k in MEMORY_FIELDS if getattr(stats, k, None) is not None}
+  if not all(k in out for k in MEMORY_FIELDS[:4]):
+    return out or None
+  out["total_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"] + out["temp_size_in_bytes"]
+                        - out["alias_size_in_bytes"])
+  return out
+
+
+class AheadOfTimeStep:
+  """A jitted step (`make_train_step`) compiled ahead of time on the first call's batch shapes.
+
+  The first call lowers and compiles `step_fn` for its `(state, batch)` (the
+  jit's in/out shardings and donation are kept: they belong to the lowering)
+  and keeps `report`: `lower_s`, `compile_s`, the batch shapes and
+  `memory_report(compiled)`. Later calls whose batch has the same structure,
+  shapes, dtypes and shardings run the compiled executable. A batch of other
+  shapes (length buckets, groups of varying size) goes to `step_fn` itself,
+  which compiles and caches each new shape as a jitted function always does,
+  so variable-shape methods behave as before; `other_shapes` counts them.
+  """
+
+  def __init__(self, step_fn: Callable):
+    if not hasattr(step_fn, "lower"):
+      raise TypeError("AheadOfTimeStep needs a jax.jit function (make_train_step(..., jit=True))")
+    self.step_fn = step_fn
+    self.report: dict[str, Any] | None = None
+    self.other_shapes: set = set()
+    self._compiled = None
+    self._signature = None
+
+  def __call__(self, state, batch):
+    signature = _signature(batch)
+    if self._compiled is None:
+      t0 = time.perf_counter()
+      lowered = self.step_fn.lower(state, batch)
+      t1 = time.perf_counter()
+      self._compiled = lowered.compile()
+      t2 = time.perf_counter()
+      self._signature = signature
+      self.report = {
+          "lower_s": t1 - t0, "compile_s": t2 - t1,
+          "batch_shapes": {"/".join(str(getattr(k, "key", k)) for k in path): list(np.shape(x))
+                           for path, x in jax.tree_util.tree_leaves_with_path(batch)},
+          "memory": memory_report(self._compiled),
+          "backend": jax.default_backend(), "devices": jax.device_count(),
+      }
+    if signature == self._signature:
+      return self._compiled(state, batch)
+    self.other_shapes.add(signature)
+    return self.step_fn(state, batch)
