@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from pragjax.data.collate import first_fit, pack_examples
+from pragjax.data.groups import GroupIterator
 from pragjax.models import Decoder, ModelConfig
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.objectives import preference
@@ -188,12 +189,12 @@ def test_truncated_response_is_dropped_and_counted(loss):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(ma, mb)
   fn = functools.partial(prm_data.tokenize_group, tokenizer=TOK, loss=loss, max_length=cut)
-  it = prm_data.make_prm_iterator(recs, fn, global_batch_size=1, seq_len=cut, seed=0, pad_id=TOK.pad_token_id,
-                                  num_epochs=1)
+  it = GroupIterator(recs, lambda r: prm_data.group_sequences(fn(r)), global_batch_size=1,
+                     group_size=prm_data.group_size(loss), seq_len=cut, seed=0, pad_id=TOK.pad_token_id, num_epochs=1)
   batches = list(it)
   assert len(batches) == sum(k is not None for k in kept) and it.num_dropped == sum(k is None for k in kept)
   state = it.get_state()
   assert state["num_dropped"] == it.num_dropped
   with pytest.raises(prm_data.DataError, match="every training example was dropped"):
-    next(prm_data.make_prm_iterator(recs, functools.partial(fn, max_length=8), global_batch_size=1, seq_len=8,
-                                    seed=0, pad_id=TOK.pad_token_id))
+    next(GroupIterator(recs, lambda r: prm_data.group_sequences(fn(r, max_length=8)), global_batch_size=1,
+                       group_size=prm_data.group_size(loss), seq_len=8, seed=0, pad_id=TOK.pad_token_id))

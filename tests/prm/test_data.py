@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pragjax.data.errors import DataError
+from pragjax.data.groups import GroupIterator
 from pragjax.methods.prm import data as prm_data
 from pragjax.toyworld import arithmetic
 
@@ -91,7 +92,8 @@ def test_iterator_resumes_exactly():
   _, fn = _tokenize("ce")
   recs = [{"prompt": f"{c}=1;{c}?\n", "response": f"#{i}\n", "label": float(i % 2)}
           for i, c in enumerate("abcdefghijklmnopq")]
-  make = lambda: prm_data.make_prm_iterator(recs, fn, global_batch_size=4, seq_len=24, seed=5, pad_id=0)
+  seqs = lambda r: prm_data.group_sequences(fn(r))
+  make = lambda: GroupIterator(recs, seqs, global_batch_size=4, group_size=1, seq_len=24, seed=5, pad_id=0)
   it = make()
   first = [next(it) for _ in range(3)]
   state = it.get_state()
@@ -103,4 +105,4 @@ def test_iterator_resumes_exactly():
       np.testing.assert_array_equal(a[k], b[k])
   assert not np.array_equal(first[0]["input_ids"], first[1]["input_ids"])
   with pytest.raises(DataError, match="fewer than one global batch"):
-    prm_data.make_prm_iterator(recs[:2], fn, global_batch_size=4, seq_len=24, seed=0, pad_id=0, num_epochs=1)
+    GroupIterator(recs[:2], seqs, global_batch_size=4, group_size=1, seq_len=24, seed=0, pad_id=0, num_epochs=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from pragjax.data.groups import GroupIterator
 from pragjax.models import Decoder, ModelConfig
 from pragjax.objectives.sami import sami_loss
 from pragjax.methods.sami import batches, constitutions, sampling, scoring, training
@@ -83,10 +84,13 @@ def test_loss_fn_matches_objective_on_the_matrix(model_and_tok):
 def test_group_iterator_resumes_at_the_same_batch(model_and_tok):
   _, tok = model_and_tok
   groups = _groups(tok, 2, 6)
-  it = batches.GroupIterator(groups, batch_size=2, seed=3, pad_id=0)
-  first = [next(it) for _ in range(4)]  # crosses an epoch boundary
-  again = batches.GroupIterator(groups, batch_size=2, seed=3, pad_id=0)
-  again.set_state({"index": 2})
+  make = lambda: GroupIterator(groups, batches.group_sequences, global_batch_size=2, group_size=4, seed=3, pad_id=0)
+  it = make()
+  first = [next(it) for _ in range(2)]
+  state = it.get_state()
+  first += [next(it) for _ in range(2)]  # crosses an epoch boundary
+  again = make()
+  again.set_state(state)
   np.testing.assert_array_equal(next(again)["input_ids"], first[2]["input_ids"])
 
 

@@ -1,4 +1,4 @@
-"""Outcome-labelled responses -> CE / pairwise / KTO training examples and checkpointable batches.
+"""Outcome-labelled responses -> CE / pairwise / KTO training examples and their token groups.
 
 Record formats understood by `outcome_record` (one JSONL line each):
 
@@ -12,29 +12,32 @@ Record formats understood by `outcome_record` (one JSONL line each):
 Example groups. Every training example is a group of G token sequences of
 one prompt plus a label: CE G=1 (the response), DPO/NCA G=2 (chosen,
 rejected), KTO G=2 (the response, and the same prompt with another
-prompt's response for the KL baseline). Batches are
-`input_ids`, `attention_mask`, `loss_mask` `[B, G, T]` int32 and `label [B]`
-float32; `loss_mask[b, g, t] = 1` where token t is a response target (EOS
-included), as in `pragjax.data.collate`.
+prompt's response for the KL baseline). `tokenize_group` gives
+`{"sequences": [(ids, loss_mask)] * G, "label"}`; `tokenize_sequences` the
+same as the sequences that `pragjax.data.groups` batches (the training
+iterator is its `GroupIterator`). Batches are `input_ids`, `attention_mask`,
+`loss_mask` `[B, G, T]` int32, `slot_mask [B, G]` and `label` float32 (`[B]`
+from `collate_groups` here, `[B, G]` from the iterator: each sequence carries
+its group's label); `loss_mask[b, g, t] = 1` where token t is a response
+target (EOS included), as in `pragjax.data.collate`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import grain
 import numpy as np
 
+from pragjax.data import groups as groups_lib
 from pragjax.data.errors import DataError
-from pragjax.data.pipeline import ProcessSliceMapDataset, mixed_seed
 from pragjax.methods.prm.steps import join_steps, prompt_and_response_ids
 
 LOSSES = ("ce", "dpo", "nca", "kto")
 PAIRWISE = ("dpo", "nca")
 
 __all__ = ["LOSSES", "PAIRWISE", "outcome_record", "build_pairs", "build_kto_records", "training_records",
-           "tokenize_group", "collate_groups", "make_prm_iterator", "PrmIterator"]
+           "tokenize_group", "group_size", "group_sequences", "tokenize_sequences", "collate_groups"]
 
 
 def _label(value, where: str) -> float:
@@ -180,104 +183,43 @@ def tokenize_group(record: Mapping, tokenizer, *, loss: str, max_length: int, ch
   return {"sequences": [(ids, mask) for ids, mask, _ in seqs], "label": label}
 
 
+def group_size(loss: str) -> int:
+  """G, the sequences per example of `loss`: 1 for CE, 2 for the pairwise losses and KTO."""
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  return 1 if loss == "ce" else 2
+
+
+def group_sequences(example: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+  """`tokenize_group`'s example -> the sequences of `pragjax.data.groups` (each carries the group's `label`)."""
+  if example is None:
+    return None
+  return [{"input_ids": ids, "loss_mask": mask, "label": float(example["label"])} for ids, mask in example["sequences"]]
+
+
+def tokenize_sequences(record: Mapping, tokenizer, *, loss: str, max_length: int, chat_template: bool | None = None
+                       ) -> list[dict[str, Any]] | None:
+  """`tokenize_group` as the `tokenize` of `pragjax.data.groups.GroupIterator` (None: dropped)."""
+  return group_sequences(tokenize_group(record, tokenizer, loss=loss, max_length=max_length,
+                                        chat_template=chat_template))
+
+
 def collate_groups(examples: Sequence[Mapping], seq_len: int, pad_id: int, length_bucket: int = 0
                    ) -> dict[str, np.ndarray]:
   """Example groups -> right-padded `input_ids`, `attention_mask`, `loss_mask` `[B, G, T]` and `label [B]`.
 
   T = seq_len, or with `length_bucket` > 0 the longest sequence rounded up to
   a multiple of it (at most seq_len): fewer padded tokens, a few compiled shapes.
+  The layout is `pragjax.data.groups.collate_groups`'s (what training batches hold).
   """
-  b, g = len(examples), len(examples[0]["sequences"])
-  if length_bucket > 0:
-    longest = max(len(ids) for ex in examples for ids, _ in ex["sequences"])
-    seq_len = min(seq_len, -(-max(longest, 2) // length_bucket) * length_bucket)
-  batch = {"input_ids": np.full((b, g, seq_len), pad_id, np.int32),
-           "attention_mask": np.zeros((b, g, seq_len), np.int32),
-           "loss_mask": np.zeros((b, g, seq_len), np.int32),
-           "label": np.asarray([e["label"] for e in examples], np.float32)}
+  g = len(examples[0]["sequences"])
   for i, ex in enumerate(examples):
     if len(ex["sequences"]) != g:
       raise DataError(f"example {i} has {len(ex['sequences'])} sequences, others {g}")
-    for j, (ids, mask) in enumerate(ex["sequences"]):
-      n = len(ids)
-      if n > seq_len:
-        raise DataError(f"example {i} sequence {j} has {n} tokens, more than seq_len={seq_len}")
-      batch["input_ids"][i, j, :n] = ids
-      batch["attention_mask"][i, j, :n] = 1
-      batch["loss_mask"][i, j, :n] = mask
+  t = seq_len
+  if length_bucket > 0:
+    longest = max(len(ids) for ex in examples for ids, _ in ex["sequences"])
+    t = min(seq_len, -(-max(longest, 2) // length_bucket) * length_bucket)
+  batch = groups_lib.collate_groups([group_sequences(ex) for ex in examples], group_size=g, pad_id=pad_id, seq_len=t)
+  batch["label"] = batch["label"][:, 0]
   return batch
-
-
-class PrmIterator:
-  """Local batches of example groups, with the `get_state`/`set_state` that `pragjax.train.loop.run` checkpoints.
-
-  Groups that `tokenize_fn` dropped (None, e.g. a response cut by truncation)
-  are skipped and counted in `num_dropped` (logged by the loop as
-  `dropped_examples`); the batch is filled with the next groups of this
-  process's slice. A last partial batch ends the iteration.
-  """
-
-  def __init__(self, dataset: grain.IterDataset, batch_size: int, collate_fn: Callable[[list], dict],
-               num_examples: int):
-    self._it = iter(dataset)
-    self._batch_size, self._collate, self._num_examples = batch_size, collate_fn, num_examples
-    self._num_dropped = 0
-
-  @property
-  def num_dropped(self) -> int:
-    return self._num_dropped
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    examples, skipped = [], 0
-    while len(examples) < self._batch_size:
-      example = next(self._it)
-      if example is None:
-        self._num_dropped += 1
-        skipped += 1
-        if skipped > self._num_examples:  # a whole epoch dropped: never a batch
-          raise DataError(f"every training example was dropped by tokenization ({self._num_dropped} so far); "
-                          "is seq_len shorter than the prompts and responses?")
-      else:
-        examples.append(example)
-    return self._collate(examples)
-
-  def get_state(self) -> dict:
-    return {"grain": self._it.get_state(), "num_dropped": self._num_dropped}
-
-  def set_state(self, state: dict) -> None:
-    state = dict(state)
-    if "grain" not in state:  # written before dropped groups were counted: the grain state alone
-      state = {"grain": state, "num_dropped": 0}
-    self._it.set_state(dict(state["grain"]))
-    self._num_dropped = int(state["num_dropped"])
-
-
-def make_prm_iterator(examples: Sequence[Mapping], tokenize_fn: Callable[[Mapping], Mapping], *,
-                      global_batch_size: int, seq_len: int, seed: int, pad_id: int, shuffle: bool = True,
-                      num_epochs: int | None = None, process_index: int = 0, process_count: int = 1,
-                      length_bucket: int = 0) -> PrmIterator:
-  """Shuffle (seeded, reshuffled each epoch) -> repeat -> this process's slice -> tokenize -> batch.
-
-  Full batches only (a last partial batch is dropped); `num_epochs=None` repeats forever. Groups that
-  `tokenize_fn` returns as None are skipped and counted (`PrmIterator.num_dropped`).
-  `length_bucket` (see `collate_groups`) applies with one process only: processes must agree on T.
-  """
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of "
-                    f"process_count={process_count}")
-  if not examples or (num_epochs is not None and len(examples) * num_epochs < global_batch_size):
-    raise DataError(f"{len(examples)} training examples x {num_epochs} epochs are fewer than one global batch "
-                    f"of {global_batch_size}")
-  ds = grain.MapDataset.source(list(examples))
-  if shuffle:
-    ds = ds.shuffle(seed=mixed_seed(seed))
-  ds = ds.repeat(num_epochs)
-  ds = ProcessSliceMapDataset(ds, global_batch_size=global_batch_size, process_index=process_index,
-                              process_count=process_count)
-  collate = functools.partial(collate_groups, seq_len=seq_len, pad_id=pad_id,
-                              length_bucket=length_bucket if process_count == 1 else 0)
-  return PrmIterator(ds.map(tokenize_fn).to_iter_dataset(allow_nones=True), global_batch_size // process_count,
-                     collate, len(examples))

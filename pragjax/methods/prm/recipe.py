@@ -23,7 +23,9 @@ from flax import nnx
 
 from pragjax import paths
 from pragjax import sharding as sharding_lib
+from pragjax.data.groups import GroupIterator
 from pragjax.data.jsonl import read_jsonl, write_json
+from pragjax.eval.tables import markdown_table
 from pragjax.methods.prm import scoring as prm_scoring
 from pragjax.train import runner
 from pragjax.train.method import Method
@@ -66,12 +68,12 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
   stats.update(steps=steps)
 
   def make_data(tok):
-    tokenize = functools.partial(prm_data.tokenize_group, tokenizer=tok, loss=loss, max_length=tc.seq_len,
+    tokenize = functools.partial(prm_data.tokenize_sequences, tokenizer=tok, loss=loss, max_length=tc.seq_len,
                                  chat_template=training.chat_template_flag(pc.chat_template))
-    return prm_data.make_prm_iterator(
-        examples, tokenize, global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed,
-        pad_id=tok.pad_token_id, shuffle=config.data.shuffle, process_index=jax.process_index(),
-        process_count=jax.process_count(), length_bucket=tc.length_bucket)
+    # train.length_bucket > 0: T is the batch's longest rounded up to it; 0: T = train.seq_len.
+    return GroupIterator(examples, tokenize, global_batch_size=tc.batch_size, group_size=prm_data.group_size(loss),
+                         seq_len=None if tc.length_bucket else tc.seq_len, pad_id=tok.pad_token_id, seed=config.seed,
+                         shuffle=config.data.shuffle, pad_to_multiple_of=tc.length_bucket or 16)
 
   prm = Method(
       name=f"implicit_prm:{loss}",
@@ -150,14 +152,10 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
 
 
 def format_first_error(report: dict, key: str = "first_error") -> str:
-  lines = ["| PRM | step reward | F1 (test) | acc. erroneous | acc. correct | threshold | best constant F1 | "
-           "outcome-aware baseline F1 |", "|---|---|---|---|---|---|---|---|"]
-  for loss, r in report["prms"].items():
-    for mode, f in r[key].items():
-      p, o = f["prm"], f["outcome_baseline"]
-      lines.append(f"| {loss} | {mode} | {p['f1']:.3f} | {p['acc_error']:.3f} | {p['acc_correct']:.3f} | "
-                   f"{f['threshold']:.3f} | {f['constant']:.3f} | {o['f1']:.3f} |")
-  return "\n".join(lines)
+  rows = [[loss, mode, f["prm"]["f1"], f["prm"]["acc_error"], f["prm"]["acc_correct"], f["threshold"], f["constant"],
+           f["outcome_baseline"]["f1"]] for loss, r in report["prms"].items() for mode, f in r[key].items()]
+  return markdown_table(rows, ["PRM", "step reward", "F1 (test)", "acc. erroneous", "acc. correct", "threshold",
+                               "best constant F1", "outcome-aware baseline F1"], formats=".3f")
 
 
 def run_real(config, workdir: str, mesh, log=print) -> dict:
@@ -259,7 +257,6 @@ def print_summary(report: dict, config) -> None:
     for key, rows in entry.items():
       if key.startswith("processbench_"):
         print(f"\n{loss} PRM, ProcessBench, {key[len('processbench_'):]} step rewards\n")
-        print("| tuned on | split | threshold | acc. erroneous | acc. correct | F1 |\n|---|---|---|---|---|---|")
-        for r in rows:
-          print(f"| {r['tuned_on']} | {r['split']} | {r['threshold']:.4f} | {r['acc_error']:.3f} | "
-                f"{r['acc_correct']:.3f} | {r['f1']:.3f} |")
+        print(markdown_table(rows, {"tuned_on": "tuned on", "split": "split", "threshold": "threshold",
+                                    "acc_error": "acc. erroneous", "acc_correct": "acc. correct", "f1": "F1"},
+                             formats={"threshold": ".4f", "acc_error": ".3f", "acc_correct": ".3f", "f1": ".3f"}))

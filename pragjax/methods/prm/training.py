@@ -3,14 +3,15 @@
 `make_prm_loss_fn(graphdef, loss, beta)` is a `loss_fn(params, batch, rng)`
 for `pragjax.train.make_train_step`; `make_ref_fn(graphdef)` is its frozen
 reference pass (run inside the step on `state.ref_params`). Both read the
-group batches of `pragjax.methods.prm.data` (`input_ids [B, G, T]` ...), flatten the
-groups into one `[B*G, T]` forward, and reduce to sequence log-probs
-`[B, G]` (sum over `loss_mask` targets). The sequence log-ratio
-`d = policy - reference` feeds the pure losses of
-`pragjax.objectives.preference`.
+group batches of `pragjax.data.groups` (`input_ids [B, G, T]` ...) and reduce
+them to sequence log-probs `[B, G]` (sum over `loss_mask` targets, one
+`[B*G, T]` forward: `pragjax.models.logprobs.group_sequence_logprobs`). The
+sequence log-ratio `d = policy - reference` feeds the pure losses of
+`pragjax.objectives.preference`. `label` is `[B]` or, from the group
+iterator, `[B, G]` (every sequence carries its group's label).
 
 The run itself is `pragjax.train.runner.train_lm` with these functions, the
-group iterator of `pragjax.methods.prm.data` and the reference pass (see
+group iterator of `pragjax.data.groups` and the reference pass (see
 `pragjax.methods.prm.recipe.train_prm`).
 """
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pragjax import ops
-from pragjax.models.logprobs import batch_token_logprobs
+from pragjax.models.logprobs import group_sequence_logprobs
 from pragjax.objectives import preference
 from pragjax.methods.prm import data as prm_data
 
@@ -35,11 +36,7 @@ def sequence_logprobs(graphdef: nnx.GraphDef, params, batch: Mapping[str, jax.Ar
 
   Lean: the `[B*G, T, V]` logits are never materialised (`pragjax.models.logprobs`).
   """
-  ids = batch["input_ids"]
-  b, g, t = ids.shape
-  flat = lambda x: jnp.reshape(x, (b * g, t))
-  logp = batch_token_logprobs(graphdef, params, {"input_ids": flat(ids), "attention_mask": flat(batch["attention_mask"])})
-  return ops.masked_sum(logp, flat(batch["loss_mask"])[:, 1:]).reshape(b, g)
+  return group_sequence_logprobs(graphdef, params, batch, reduction="sum")
 
 
 def make_ref_fn(graphdef: nnx.GraphDef):
@@ -67,7 +64,7 @@ def make_prm_loss_fn(graphdef: nnx.GraphDef, loss: str, beta: float, *, desirabl
   def loss_fn(params, batch, rng):
     del rng
     d = sequence_logprobs(graphdef, params, batch) - batch["ref_seq_logp"]
-    label = batch["label"]
+    label = jnp.reshape(batch["label"], (d.shape[0], -1))[:, 0]  # [B] or [B, G] -> [B]
     metrics = {"loss_weight": jnp.asarray(d.shape[0], jnp.float32)}
     if loss in prm_data.PAIRWISE:
       fn = preference.dpo_loss if loss == "dpo" else preference.nca_loss

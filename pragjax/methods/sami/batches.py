@@ -9,9 +9,12 @@ response j, 0 on the prompt, on padding and where EOS would be (EOS is never
 part of a response). Responses are cut to the same length in every row, so
 that each is scored on the same tokens under every constitution.
 
-`collate` pads groups to `[B, C*C, T]` (`input_ids`, `attention_mask`,
-`loss_mask`) plus `slot_mask [B, C]` (1 on real constitution/response slots,
-for `sami_loss(response_mask=...)`).
+`group_sequences` lays a group out as the S*S sequences (S = the largest C
+of the run) of `pragjax.data.groups`, whose `collate_groups` (through
+`collate` here) and `GroupIterator` (training) pad them to `[B, S*S, T]`
+(`input_ids`, `attention_mask`, `loss_mask`) plus `slot_mask [B, S*S]` (1 on
+real pairs); `constitution_mask` is its diagonal `[B, S]`, for
+`sami_loss(response_mask=...)`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pragjax.data import groups as groups_lib
 from pragjax.data.errors import DataError
 
 PLACEHOLDERS = ("{constitution}", "{query}")
@@ -64,72 +68,45 @@ def make_example(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[
           "num_slots": len(prompts)}
 
 
+def group_sequences(example: Mapping[str, Any], num_slots: int | None = None) -> list[dict[str, Any] | None]:
+  """One query's C x C example -> the S*S sequences of `pragjax.data.groups` (S = `num_slots`, default C).
+
+  Prompt i + response j sits at slot i*S + j; with C < S the slots of the
+  missing constitutions and responses are empty (None).
+  """
+  c = int(example["num_slots"])
+  s = c if num_slots is None else int(num_slots)
+  if c > s or len(example["sequences"]) != c * c:
+    raise DataError(f"{len(example['sequences'])} sequences for {c} slots (at most {s})")
+  out: list[dict[str, Any] | None] = [None] * (s * s)
+  for k, (ids, mask) in enumerate(example["sequences"]):
+    i, j = divmod(k, c)
+    out[i * s + j] = {"input_ids": ids, "loss_mask": mask}
+  return out
+
+
+def constitution_mask(slot_mask):
+  """`slot_mask [B, S*S]` (real (constitution, response) pairs) -> `[B, S]` real constitutions (the diagonal)."""
+  b, ss = slot_mask.shape
+  s = int(round(ss ** 0.5))
+  return slot_mask.reshape(b, s, s).diagonal(axis1=1, axis2=2)
+
+
 def collate(examples: Sequence[Mapping], *, pad_id: int, seq_len: int = 0, length_bucket: int = 16,
             num_slots: int | None = None) -> dict[str, np.ndarray]:
-  """Groups -> right-padded `[B, S*S, T]` arrays and `slot_mask [B, S]` (S = `num_slots`, default the largest C).
+  """Groups -> right-padded `[B, S*S, T]` arrays and `slot_mask [B, S*S]` (S = `num_slots`, default the largest C).
 
   T = `seq_len` when > 0, else the longest sequence rounded up to
   `length_bucket` (a few compiled shapes). A group with fewer than S
-  constitutions is padded with empty slots (slot_mask 0).
+  constitutions has empty slots (slot_mask 0). The layout of the training
+  batches (`pragjax.data.groups.collate_groups` of `group_sequences`).
   """
-  b = len(examples)
   s = num_slots or max(int(e["num_slots"]) for e in examples)
-  longest = max(len(ids) for e in examples for ids, _ in e["sequences"])
-  t = seq_len if seq_len > 0 else -(-max(longest, 2) // length_bucket) * length_bucket
-  if longest > t:
-    raise DataError(f"a SAMI sequence has {longest} tokens, more than seq_len={t}")
-  batch = {"input_ids": np.full((b, s * s, t), pad_id, np.int32),
-           "attention_mask": np.zeros((b, s * s, t), np.int32),
-           "loss_mask": np.zeros((b, s * s, t), np.int32),
-           "slot_mask": np.zeros((b, s), np.int32)}
+  groups = []
   for n, e in enumerate(examples):
-    c = int(e["num_slots"])
-    if c > s or len(e["sequences"]) != c * c:
-      raise DataError(f"example {n}: {len(e['sequences'])} sequences for {c} slots (at most {s})")
-    batch["slot_mask"][n, :c] = 1
-    for k, (ids, mask) in enumerate(e["sequences"]):
-      i, j = divmod(k, c)
-      row = i * s + j
-      batch["input_ids"][n, row, :len(ids)] = ids
-      batch["attention_mask"][n, row, :len(ids)] = 1
-      batch["loss_mask"][n, row, :len(ids)] = mask
-    for i in range(c, s):  # empty slots: a one-token row so that no row is all padding
-      batch["attention_mask"][n, i * s:(i + 1) * s, 0] = 1
-    for i in range(c):
-      batch["attention_mask"][n, i * s + c:(i + 1) * s, 0] = 1
-  return batch
-
-
-class GroupIterator:
-  """Batches of SAMI groups in a seeded order, one pass (or more), with the `get_state`/`set_state` that
-  `pragjax.train.loop.run` checkpoints (a resumed run continues at the same batch)."""
-
-  def __init__(self, examples: Sequence[Mapping], *, batch_size: int, seed: int, pad_id: int, seq_len: int = 0,
-               length_bucket: int = 16, shuffle: bool = True):
-    if len(examples) < batch_size:
-      raise DataError(f"{len(examples)} SAMI groups are fewer than one batch of {batch_size}")
-    self.examples, self.batch_size, self.pad_id = list(examples), batch_size, pad_id
-    self.seq_len, self.length_bucket = seq_len, length_bucket
-    self.num_slots = max(int(e["num_slots"]) for e in examples)
-    self.seed, self.shuffle, self.index = seed, shuffle, 0
-
-  def _order(self, epoch: int) -> np.ndarray:
-    n = len(self.examples)
-    return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    per_epoch = len(self.examples) // self.batch_size
-    epoch, k = divmod(self.index, per_epoch)
-    order = self._order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
-    self.index += 1
-    return collate([self.examples[i] for i in order], pad_id=self.pad_id, seq_len=self.seq_len,
-                   length_bucket=self.length_bucket, num_slots=self.num_slots)
-
-  def get_state(self) -> dict:
-    return {"index": self.index}
-
-  def set_state(self, state: Mapping) -> None:
-    self.index = int(state.get("index", 0))
+    try:
+      groups.append(group_sequences(e, s))
+    except DataError as err:
+      raise DataError(f"example {n}: {err}") from err
+  return groups_lib.collate_groups(groups, group_size=s * s, pad_id=pad_id, seq_len=seq_len or None,
+                                   pad_to_multiple_of=length_bucket)

@@ -1,8 +1,9 @@
 """The C x C log-probability matrix `L[i, j] = log p(response j | constitution i, query)` in one forward.
 
-`matrix_logprobs(graphdef, params, batch, reduction)` flattens a `[B, C*C, T]`
-batch (`pragjax.methods.sami.batches.collate`) into one `[B*C*C, T]` forward with the
-lean (chunked) token log-probs, so `[B, T, V]` logits never exist, and
+`matrix_logprobs(graphdef, params, batch, reduction)` scores a `[B, C*C, T]`
+batch (`pragjax.methods.sami.batches.collate`, or the training iterator) in one
+`[B*C*C, T]` forward with the lean (chunked) token log-probs, so `[B, T, V]`
+logits never exist (`pragjax.models.logprobs.group_sequence_logprobs`), and
 reduces each sequence over its response mask: `mean` (per-token mean, the
 paper) or `sum`. Prompt tokens, padding and EOS carry mask 0 and never count.
 
@@ -22,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from pragjax import ops
-from pragjax.models.logprobs import batch_token_logprobs
+from pragjax.models.logprobs import batch_token_logprobs, group_sequence_logprobs
 from pragjax.methods.sami import batches as batches_lib
 
 REDUCTIONS = ("mean", "sum")
@@ -44,15 +45,12 @@ def reduce_tokens(token_logp: jax.Array, mask: jax.Array, reduction: str) -> jax
 def matrix_logprobs(graphdef: nnx.GraphDef, params, batch: Mapping[str, jax.Array], reduction: str,
                     *, chunk_size: int = 128) -> jax.Array:
   """`[B, C, C]` float32: `L[b, i, j]` = reduced log p(response j | prompt i) (module docstring)."""
-  ids = batch["input_ids"]
-  b, cc, t = ids.shape
+  b, cc, _ = batch["input_ids"].shape
   c = int(round(cc ** 0.5))
   if c * c != cc:
     raise ValueError(f"SAMI batch must hold C*C sequences per query, got {cc}")
-  flat = {k: jnp.reshape(batch[k], (b * cc, t)) for k in ("input_ids", "attention_mask")}
-  logp = batch_token_logprobs(graphdef, params, flat, chunk_size=chunk_size)
-  mask = jnp.reshape(batch["loss_mask"], (b * cc, t))[:, 1:]
-  return reduce_tokens(logp, mask, reduction).reshape(b, c, c)
+  scores = group_sequence_logprobs(graphdef, params, batch, reduction=check_reduction(reduction), chunk_size=chunk_size)
+  return scores.reshape(b, c, c)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "reduction"))
@@ -71,7 +69,7 @@ def score_groups(model, examples: Sequence[Mapping], *, pad_id: int, reduction: 
     n = len(chunk)
     chunk += [chunk[-1]] * (batch_size - n)  # one compiled batch size
     batch = batches_lib.collate(chunk, pad_id=pad_id, length_bucket=length_bucket, num_slots=slots)
-    batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "slot_mask"}
+    batch = {k: jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "loss_mask")}
     out.append(np.asarray(_matrix_jit(graphdef, params, batch, reduction))[:n])
   return np.concatenate(out, axis=0)
 
