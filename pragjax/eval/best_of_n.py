@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pragjax.eval.tables import markdown_table
+
 __all__ = ["expected_pick_accuracy", "evaluate_best_of_n", "BestOfNRow", "format_table"]
 
 
@@ -130,11 +132,8 @@ def format_table(rows: Sequence[BestOfNRow], *, label: str = "method") -> str:
   ns = sorted({r.n for r in rows})
   methods = list(dict.fromkeys(r.method for r in rows))
   by = {(r.method, r.n): r for r in rows}
-  lines = [f"| {label} | " + " | ".join(f"best-of-{n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
-  for m in methods:
-    cells = []
-    for n in ns:
-      r = by.get((m, n))
-      cells.append("-" if r is None else f"{r.subsets:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({r.first_n:.3f})")
-    lines.append(f"| {m} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  def cell(r: BestOfNRow | None) -> str:
+    return "-" if r is None else f"{r.subsets:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({r.first_n:.3f})"
+
+  return markdown_table([[m] + [cell(by.get((m, n))) for n in ns] for m in methods],
+                        [label] + [f"best-of-{n}" for n in ns])

@@ -10,7 +10,8 @@ or 0.5 (tie). `pragjax.eval.win_rate` randomises which response is A.
   `{constitution}`, `{query}`, `{response_a}`, `{response_b}`) is followed in
   turn by each answer string (e.g. " A" and " B"); the answer with the higher
   log-probability (summed over its tokens) wins, a difference within
-  `tie_margin` nats is a tie. One jitted forward per batch scores both answers.
+  `tie_margin` nats is a tie. One jitted forward per batch scores both answers
+  (`pragjax.eval.batching.chunks`; sharded over the current mesh's batch axes).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import functools
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from pragjax import ops
 from pragjax.data import collate
+from pragjax.eval import batching
 from pragjax.models.logprobs import batch_token_logprobs
 
 
@@ -105,15 +106,12 @@ class LogprobJudge:
     """`log p(answer A) - log p(answer B)` per comparison."""
     pad = self.tokenizer.pad_token_id or 0
     out = []
-    for start in range(0, len(comparisons), self.batch_size):
-      chunk = comparisons[start:start + self.batch_size]
-      examples = [e for c in chunk for e in self._examples(c)]
-      while len(examples) < 2 * self.batch_size:  # one compiled batch shape
-        examples.append(examples[-1])
+    for chunk in batching.chunks(comparisons, self.batch_size):  # padded with copies: one compiled batch shape
+      examples = [e for c in chunk.items for e in self._examples(c)]
       t = collate.bucket_length(max(len(e["input_ids"]) for e in examples), multiple=self.pad_multiple)
       batch = collate.pad_batch(examples, t, pad)
-      lp = np.asarray(_answer_logprobs(self.graphdef, self.params, {k: jnp.asarray(v) for k, v in batch.items()}))
-      lp = lp[:2 * len(chunk)].reshape(len(chunk), 2)
+      lp = batching.fetch(_answer_logprobs(self.graphdef, self.params, batching.place(batch)))
+      lp = lp[:2 * chunk.n].reshape(chunk.n, 2)
       out.extend(lp[:, 0] - lp[:, 1])
     return np.asarray(out, np.float64)
 

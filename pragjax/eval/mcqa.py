@@ -84,10 +84,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pragjax import sharding as sharding_lib
 from pragjax.data import collate
 from pragjax.data.errors import DataError
 from pragjax.data.jsonl import JsonlSource
+from pragjax.eval import batching
+from pragjax.eval.tables import markdown_table
 from pragjax import ops
 
 MODES = ("sum", "mean", "pmi", "letter")
@@ -470,15 +471,6 @@ def _next_token_scorer(graphdef, out_sharding):
   return jax.jit(fn) if out_sharding is None else jax.jit(fn, out_shardings=out_sharding)
 
 
-def _batch_shards(mesh) -> tuple[int, NamedSharding | None]:
-  if mesh is None:
-    return 1, None
-  sharding = sharding_lib.batch_sharding(mesh)
-  axes = sharding.spec[0] if len(sharding.spec) else None
-  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-  return math.prod(mesh.shape[a] for a in axes), sharding
-
-
 def _pad_rows(rows: Sequence[tuple[Sequence[int], int]], length: int, pad_id: int, side: str,
               k: int | None = None) -> dict:
   """`input_ids`, `attention_mask` `[B, length]` int32, and for each row's scored tail of `n` tokens the hidden
@@ -499,12 +491,6 @@ def _pad_rows(rows: Sequence[tuple[Sequence[int], int]], length: int, pad_id: in
   return out
 
 
-def _place(array: np.ndarray, sharding):
-  if sharding is None:
-    return jnp.asarray(array)
-  return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
-
-
 def bucket(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
   """The padded length of a batch whose longest row has `n` tokens."""
   if buckets and n <= max(buckets):
@@ -521,11 +507,12 @@ def score_rows(model, rows: Sequence[tuple[Sequence[int], int]], *, pad_id: int,
   (the letters of a lettered prompt, one-token options of one prompt) are
   answered by one forward pass of their shared prefix: its next-token
   log-probabilities give every candidate. The other rows are sorted by
-  length (longest first) and cut into batches of `batch_size` rows (rounded
-  up to a multiple of the mesh's batch shards; the last batch is filled with
-  copies of its last row), each padded on `padding_side` to `bucket(longest
-  row)` tokens; only the scored positions go through the output projection.
-  With a `mesh`, each batch is sharded over the mesh's batch axes (every
+  length (longest first) and cut into batches of `batch_size` rows by
+  `pragjax.eval.batching.chunks` (rounded up to a multiple of the mesh's batch
+  shards; the last batch is filled with copies of its last row), each padded
+  on `padding_side` to `bucket(longest row)` tokens; only the scored positions
+  go through the output projection. With a `mesh` (default: the current
+  `jax.set_mesh` one), each batch is sharded over the mesh's batch axes (every
   process passes all rows) and the scores come back replicated. Positions
   follow the attention mask, so the padding side does not change a score.
   """
@@ -536,8 +523,7 @@ def score_rows(model, rows: Sequence[tuple[Sequence[int], int]], *, pad_id: int,
   for i, (ids, n) in enumerate(rows):
     if not 1 <= n < len(ids):
       raise ValueError(f"row {i}: scores {n} of its {len(ids)} tokens; needs 1 <= n < len(ids) (a context token)")
-  shards, sharding = _batch_shards(mesh)
-  batch_size = -(-batch_size // shards) * shards
+  mesh = batching.resolve_mesh(mesh)
   graphdef, state = nnx.split(model)
   replicated = None if mesh is None else NamedSharding(mesh, P())
   out = np.zeros((len(rows),), np.float64)
@@ -550,30 +536,29 @@ def score_rows(model, rows: Sequence[tuple[Sequence[int], int]], *, pad_id: int,
   grouped = [g for g in groups.values() if len(g) > 1]
   rest = sorted([i for i, (_, n) in enumerate(rows) if n > 1] + singles, key=lambda i: -len(rows[i][0]))
   prefixes = sorted(grouped, key=lambda g: -len(rows[g[0]][0]))
-  batches = [("rows", rest[s:s + batch_size]) for s in range(0, len(rest), batch_size)]
-  batches += [("next", prefixes[s:s + batch_size]) for s in range(0, len(prefixes), batch_size)]
+  batches = [("rows", c) for c in batching.chunks(rest, batch_size, mesh=mesh)]
+  batches += [("next", c) for c in batching.chunks(prefixes, batch_size, mesh=mesh)]
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=len(batches), desc=desc, unit="batch", dynamic_ncols=True)
-  for kind, items in batches:
+  for kind, c in batches:
     if kind == "rows":
-      chunk = [rows[i] for i in items]
-      chunk += [chunk[-1]] * (batch_size - len(chunk))
+      chunk = [rows[i] for i in c.items]
       k = bucket(max(n for _, n in chunk), (1, 2, 4, 8, 16) + tuple(buckets))
       batch = _pad_rows(chunk, bucket(len(chunk[0][0]), buckets), pad_id, padding_side, k)
       fn = _row_scorer(graphdef, chunk_size, replicated)
-      lp = fn(state, *(_place(batch[name], sharding) for name in ("input_ids", "attention_mask", "pos", "targets")))
+      lp = fn(state, *batching.place([batch[name] for name in ("input_ids", "attention_mask", "pos", "targets")],
+                                     mesh))
       sums = (np.asarray(lp, np.float64) * batch["valid"]).sum(axis=1)
-      out[items] = sums[:len(items)]
+      out[c.real] = sums[:c.n]
     else:
-      chunk = [(list(rows[g[0]][0]), 1) for g in items]
-      chunk += [chunk[-1]] * (batch_size - len(chunk))
+      chunk = [(list(rows[g[0]][0]), 1) for g in c.items]
       batch = _pad_rows(chunk, bucket(len(chunk[0][0]), buckets), pad_id, padding_side, 1)
       fn = _next_token_scorer(graphdef, replicated)
-      lp = np.asarray(fn(state, *(_place(batch[name], sharding) for name in ("input_ids", "attention_mask")),
-                         _place(batch["pos"][:, 0], sharding)), np.float64)
-      for b, g in enumerate(items):
+      lp = np.asarray(fn(state, *batching.place([batch["input_ids"], batch["attention_mask"], batch["pos"][:, 0]],
+                                                mesh)), np.float64)
+      for b, g in enumerate(c.real):
         for i in g:
           out[i] = lp[b, rows[i][0][-1]]
     if bar is not None:
@@ -759,23 +744,19 @@ def _cell(s: dict) -> str:
 
 def format_table(summary: dict, modes: Sequence[str]) -> str:
   """A markdown table: task, n, options, chance, majority, accuracy [95% CI] per mode; then groups, micro, macro."""
-  lines = ["| task | n | options | chance | majority | " + " | ".join(modes) + " |",
-           "|---|---:|---:|---:|---:|" + "---|" * len(modes)]
-
   def row(name, s):
     opts = str(s["options_min"]) if s["options_min"] == s["options_max"] else f"{s['options_min']}-{s['options_max']}"
-    return (f"| {name} | {s['n']} | {opts} | {s['chance']:.3f} | {s['majority']:.3f} | "
-            + " | ".join(_cell(s["modes"][m]) for m in modes) + " |")
+    return [name, s["n"], opts, f"{s['chance']:.3f}", f"{s['majority']:.3f}"] + [_cell(s["modes"][m]) for m in modes]
 
-  lines += [row(t, s) for t, s in summary["tasks"].items()]
-  lines += [row(f"{g} (all)", s) for g, s in summary["groups"].items()]
+  rows = [row(t, s) for t, s in summary["tasks"].items()]
+  rows += [row(f"{g} (all)", s) for g, s in summary["groups"].items()]
   o = summary["overall"]
-  lines.append(f"| **micro** | {o['n']} | | {o['chance_micro']:.3f} | {o['majority_micro']:.3f} | "
-               + " | ".join(_cell(o["micro"][m]) for m in modes) + " |")
-  lines.append(f"| **macro** ({len(summary['tasks'])} tasks) | | | {o['chance_macro']:.3f} | "
-               f"{o['majority_macro']:.3f} | "
-               + " | ".join(_cell(o["macro"][m]) for m in modes) + " |")
-  return "\n".join(lines)
+  rows.append(["**micro**", o["n"], "", f"{o['chance_micro']:.3f}", f"{o['majority_micro']:.3f}"]
+              + [_cell(o["micro"][m]) for m in modes])
+  rows.append([f"**macro** ({len(summary['tasks'])} tasks)", "", "", f"{o['chance_macro']:.3f}",
+               f"{o['majority_macro']:.3f}"] + [_cell(o["macro"][m]) for m in modes])
+  return markdown_table(rows, ["task", "n", "options", "chance", "majority", *modes],
+                        align=["", ">", ">", ">", ">"] + [""] * len(modes))
 
 
 def examples_table(records: Sequence[Record], scores: Mapping[str, Sequence[np.ndarray]]) -> list[dict]:

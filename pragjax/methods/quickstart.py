@@ -14,6 +14,7 @@ from experiments.configs import sft as sft_configs
 from experiments.configs import truth_probes as truth_probes_configs
 from pragjax import paths
 from pragjax.eval import mcqa
+from pragjax.eval.tables import markdown_table
 from pragjax.methods.priming import recipe as priming
 from pragjax.methods.prm import recipe as implicit_prm
 from pragjax.methods.probes import recipe as truth_probes
@@ -174,7 +175,5 @@ def _fmt(x):
 
 
 def format_table(table: list[dict]) -> str:
-  lines = ["| experiment | metric | before | after | n |", "|---|---|---|---|---|"]
-  lines += [f"| {r['experiment']} | {r['metric']} | {_fmt(r['before'])} | {_fmt(r['after'])} | {r['n']} |"
-            for r in table]
-  return "\n".join(lines)
+  return markdown_table(table, ["experiment", "metric", "before", "after", "n"],
+                        formats={"before": _fmt, "after": _fmt})

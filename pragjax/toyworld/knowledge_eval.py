@@ -6,10 +6,10 @@ import functools
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pragjax.eval import batching
 from pragjax.models import Decoder
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.models.tokenizer import Tokenizer
@@ -27,18 +27,19 @@ def continuation_logprobs(model: Decoder, tok: Tokenizer, pairs: Sequence[tuple[
 
   The continuation's tokens are those of `prefix + continuation` past the
   tokens of `prefix` (continuations start with a space, where byte-level BPE
-  never merges across).
+  never merges across). Pairs go in chunks of `batch_size`
+  (`pragjax.eval.batching.chunks`: pairs that fit in one chunk are not
+  padded, a short last chunk of several is filled with copies of its last pair).
   """
   graphdef, state = nnx.split(model)
   out = []
-  for start in range(0, len(pairs), batch_size):
-    chunk = pairs[start:start + batch_size]
-    ids, mask = tok.encode_batch([p + c for p, c in chunk], padding_side="right", pad_to_multiple_of=16)
-    n_prefix = np.array([len(tok.encode(p)) for p, _ in chunk])
-    lp = np.asarray(_token_logprobs(graphdef, state, jnp.asarray(ids), jnp.asarray(mask)), np.float64)
+  for chunk in batching.chunks(pairs, batch_size, shrink=True):
+    ids, mask = tok.encode_batch([p + c for p, c in chunk.items], padding_side="right", pad_to_multiple_of=16)
+    n_prefix = np.array([len(tok.encode(p)) for p, _ in chunk.items])
+    lp = np.asarray(batching.fetch(_token_logprobs(graphdef, state, *batching.place((ids, mask)))), np.float64)
     pos = np.arange(lp.shape[1])[None, :] + 1  # lp[:, t] scores token t + 1.
     keep = (pos >= n_prefix[:, None]) & (mask[:, 1:] > 0)
-    out.append(np.where(keep, lp, 0.0).sum(axis=1))
+    out.append(np.where(keep, lp, 0.0).sum(axis=1)[:chunk.n])
   return np.concatenate(out) if out else np.zeros((0,))
 
 

@@ -32,6 +32,8 @@ import optax
 from flax import nnx
 
 from pragjax.data.jsonl import read_jsonl, write_json
+from pragjax.eval import batching
+from pragjax.eval.tables import markdown_table
 from pragjax.methods.priming import scores as scores
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import knowledge as kw
@@ -130,16 +132,15 @@ def context_inputs(tok, samples) -> dict[str, np.ndarray]:
 
 
 def score_all(fn, params, inputs: dict[str, np.ndarray], batch: int) -> np.ndarray:
-  """`fn(params, rows)` over `[N, R, T]` inputs in flattened chunks of `batch` rows -> `[N, R]`."""
+  """`fn(params, rows)` over `[N, R, T]` inputs in flattened chunks of `batch` rows -> `[N, R]` float64.
+
+  Chunks come from `pragjax.eval.batching.map_batches`: the last one is filled
+  with zero rows, and each is sharded over the current mesh's batch axes.
+  """
   n, r, t = inputs["input_ids"].shape
   flat = {k: v.reshape(n * r, t) for k, v in inputs.items()}
-  out = []
-  for start in range(0, n * r, batch):
-    chunk = {k: v[start:start + batch] for k, v in flat.items()}
-    m = chunk["input_ids"].shape[0]
-    chunk = {k: jnp.asarray(np.pad(v, ((0, batch - m), (0, 0)))) for k, v in chunk.items()}
-    out.append(np.asarray(fn(params, chunk), np.float64)[:m])
-  return np.concatenate(out).reshape(n, r)
+  out = batching.map_batches(lambda chunk: fn(params, chunk), flat, batch_size=batch)
+  return np.asarray(out, np.float64).reshape(n, r)
 
 
 def summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,29 +229,33 @@ def _lists(d: dict) -> dict:
 
 
 def format_table(report: dict) -> str:
-  lines = ["| variant | samples | median log10 priming | median log10 memorization | priming cut vs baseline "
-           "(log) | memorization kept (log / ratio) |", "|---|---|---|---|---|---|"]
+  """Markdown: median scores of every variant against the baseline's; then, per variant, on each side of the
+  prior threshold."""
+  rows = []
   for name, v in report["variants"].items():
     c = v["vs_baseline"]
     cut = "-" if name == "baseline" else f"{c['priming_reduction_log']:.1%}"
     kept = "-" if name == "baseline" else f"{c['memorization_kept_log']:.1%} / {c['memorization_kept_ratio']:.3g}"
-    lines.append(f"| {name} | {v['n']} | {c['median_log10_priming']:.2f} | {c['median_log10_memorization']:.2f} | "
-                 f"{cut} | {kept} |")
+    rows.append([name, v["n"], f"{c['median_log10_priming']:.2f}", f"{c['median_log10_memorization']:.2f}", cut, kept])
+  tables = [markdown_table(rows, ["variant", "samples", "median log10 priming", "median log10 memorization",
+                                  "priming cut vs baseline (log)", "memorization kept (log / ratio)"])]
   threshold = report["config"]["analysis"]["prior_threshold"]
   sides = [(name, v) for name, v in report["variants"].items() if name != "baseline" and "vs_baseline_by_prior" in v]
   if sides:
-    lines += ["", f"| variant | prior side of {threshold:g} | samples | median log10 priming: baseline -> variant | "
-              "priming cut (log) | memorization kept (log) |", "|---|---|---|---|---|---|"]
+    rows = []
     for name, v in sides:
       for side, c in v["vs_baseline_by_prior"].items():
         label = f"< {threshold:g}" if side == "low" else f">= {threshold:g}"
         if not c["n"]:
-          lines.append(f"| {name} | {label} | 0 | - | - | - |")
+          rows.append([name, label, 0, "-", "-", "-"])
           continue
-        lines.append(f"| {name} | {label} | {c['n']} | {c['baseline_median_log10_priming']:.2f} -> "
-                     f"{c['median_log10_priming']:.2f} | {c['priming_reduction_log']:.1%} | "
-                     f"{c['memorization_kept_log']:.1%} |")
-  return "\n".join(lines)
+        change = f"{c['baseline_median_log10_priming']:.2f} -> {c['median_log10_priming']:.2f}"
+        rows.append([name, label, c["n"], change, f"{c['priming_reduction_log']:.1%}",
+                     f"{c['memorization_kept_log']:.1%}"])
+    tables.append(markdown_table(rows, ["variant", f"prior side of {threshold:g}", "samples",
+                                        "median log10 priming: baseline -> variant", "priming cut (log)",
+                                        "memorization kept (log)"]))
+  return "\n\n".join(tables)
 
 
 # ------------------------------------------------------------------------------------------------ run

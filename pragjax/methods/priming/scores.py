@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pragjax.eval import batching
 from pragjax.models.logprobs import batch_token_logprobs
 
 LN10 = math.log(10.0)
@@ -95,19 +96,16 @@ def keyword_logprobs(model, tokenizer, contexts: Sequence[str], keywords: Sequen
                      batch_size: int = 256) -> np.ndarray:
   """`log P(keyword | context)` (natural log) for each pair, float64 `[N]`, in jitted batches.
 
-  Batches are padded to `batch_size` rows (and tokens to a multiple of 16) so
-  that one compilation serves them all.
+  Batches of `batch_size` rows (`pragjax.eval.batching.map_batches`, sharded
+  over the current mesh's batch axes; tokens padded to a multiple of 16) share
+  one compilation: a short last batch of several is filled with zero rows;
+  pairs that fit in one batch are not padded.
   """
   graphdef, params = nnx.split(model, nnx.Param)
   full = keyword_batch(tokenizer, contexts, keywords)
-  out = []
-  for start in range(0, len(contexts), batch_size):
-    chunk = {k: v[start:start + batch_size] for k, v in full.items()}
-    n = chunk["input_ids"].shape[0]
-    if n < batch_size and len(contexts) > batch_size:
-      chunk = {k: np.pad(v, ((0, batch_size - n), (0, 0))) for k, v in chunk.items()}
-    out.append(np.asarray(_keyword_logprobs(graphdef, params, jax.tree.map(jnp.asarray, chunk)), np.float64)[:n])
-  return np.concatenate(out) if out else np.zeros((0,))
+  out = batching.map_batches(lambda chunk: _keyword_logprobs(graphdef, params, chunk), full, batch_size=batch_size,
+                             shrink=True)
+  return np.asarray(out, np.float64)
 
 
 def log10_priming(logp_after: np.ndarray, logp_before: np.ndarray) -> np.ndarray:

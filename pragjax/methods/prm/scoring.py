@@ -1,5 +1,9 @@
 """Implicit-PRM scores of whole solutions and of ProcessBench cases, in padded batches of `batch_size` rows.
 
+Batches come from `pragjax.eval.batching.chunks`: `batch_size` rows (rounded
+up to the current mesh's batch shards, over which they are sharded), the last
+one filled with zero rows (no token, no step) whose scores are dropped.
+
 `scorer` comes from `pragjax.methods.prm.implicit.make_scorer`; the metrics
 that consume these scores are method-agnostic (`pragjax.eval.best_of_n`,
 `pragjax.eval.processbench`).
@@ -11,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pragjax.eval import batching
 from pragjax.methods.prm import implicit, steps as steps_lib
 
 
@@ -25,18 +30,14 @@ def score_cases(scorer, policy_params, ref_params, tokenizer, cases: Sequence[Ma
   padded to `batch_size` rows so that one compiled shape serves each length bucket.
   """
   out = {mode: [] for mode in implicit.MODES}
-  for start in range(0, len(cases), batch_size):
-    chunk = cases[start:start + batch_size]
+  for chunk in batching.chunks(cases, batch_size):
     enc = [steps_lib.encode_steps(tokenizer, c["problem"], c["steps"], separator=separator,
                                   chat_template=chat_template, add_eos=add_eos, max_length=max_length)
-           for c in chunk]
+           for c in chunk.real]
     batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, pad_to_multiple_of=64)
-    batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)])
-             for k, v in batch.items()}
-    res = scorer(policy_params, ref_params, batch)
+    res = batching.fetch(scorer(policy_params, ref_params, batching.place(batching.pad_rows(batch, chunk.rows))))
     for mode in implicit.MODES:
-      rewards = np.asarray(res[mode])
-      out[mode].extend(rewards[i, :len(e.step_end)] for i, e in enumerate(enc))
+      out[mode].extend(res[mode][i, :len(e.step_end)] for i, e in enumerate(enc))
   return out
 
 
@@ -54,14 +55,11 @@ def score_responses(scorer, policy_params, ref_params, tokenizer, prompts: Seque
   flat = [(p, r) for p, group in zip(prompts, responses) for r in group]
   keys = [f"{m}_{h}" for m in implicit.MODES for h in implicit.AGGREGATIONS] + ["outcome"]
   out = {k: [] for k in keys}
-  for start in range(0, len(flat), batch_size):
-    chunk = flat[start:start + batch_size]
+  for chunk in batching.chunks(flat, batch_size):
     enc = [steps_lib.encode_solution(tokenizer, p, r, steps_lib.split_response(r, separator),
-                                     chat_template=chat_template, max_length=max_length) for p, r in chunk]
+                                     chat_template=chat_template, max_length=max_length) for p, r in chunk.real]
     batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, pad_to_multiple_of=64)
-    batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)])
-             for k, v in batch.items()}
-    res = scorer(policy_params, ref_params, batch)
+    res = batching.fetch(scorer(policy_params, ref_params, batching.place(batching.pad_rows(batch, chunk.rows))))
     for k in keys:
-      out[k].extend(np.asarray(res[k])[:len(chunk)])
+      out[k].extend(res[k][:chunk.n])
   return {k: np.asarray(v, np.float64).reshape(len(prompts), n) for k, v in out.items()}

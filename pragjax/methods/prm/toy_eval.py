@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from pragjax.toyworld import arithmetic_eval as arith_eval
-from pragjax.eval import best_of_n, processbench
+from pragjax.eval import batching, best_of_n, processbench
 from pragjax.methods.prm import implicit, steps as steps_lib
 from pragjax.toyworld import arithmetic
 
@@ -87,20 +87,16 @@ def score_solutions(scorer, policy_params, ref_params, tokenizer, problems: Sequ
   keys = [f"{m}_{h}" for m in implicit.MODES for h in implicit.AGGREGATIONS] + ["outcome"]
   out = {k: [] for k in keys}
   step_scores = {m: [] for m in implicit.MODES}
-  for start in range(0, len(flat), batch_size):
-    chunk = flat[start:start + batch_size]
+  for chunk in batching.chunks(flat, batch_size):  # the last one padded with zero rows: one compiled shape
     enc = [steps_lib.encode_solution(tokenizer, prompt, text, steps_lib.split_response(text, arithmetic.STEP_SEPARATOR),
-                                     max_length=max_length) for prompt, text in chunk]
+                                     max_length=max_length) for prompt, text in chunk.real]
     batch = steps_lib.collate_solutions(enc, tokenizer.pad_token_id, seq_len=max_length,
                                         num_steps=max(8, -(-max(len(e.step_end) for e in enc) // 8) * 8))
-    if len(chunk) < batch_size:  # Pad the last batch: one compiled shape.
-      batch = {k: np.concatenate([v, np.zeros((batch_size - len(chunk),) + v.shape[1:], v.dtype)]) for k, v in
-               batch.items()}
-    res = jax.device_get(scorer(policy_params, ref_params, batch))
+    res = batching.fetch(scorer(policy_params, ref_params, batching.place(batching.pad_rows(batch, chunk.rows))))
     for k in keys:
-      out[k].extend(np.asarray(res[k])[:len(chunk)])
+      out[k].extend(res[k][:chunk.n])
     for m in implicit.MODES:
-      step_scores[m].extend(np.asarray(res[m])[i, :len(e.step_end)] for i, e in enumerate(enc))
+      step_scores[m].extend(res[m][i, :len(e.step_end)] for i, e in enumerate(enc))
   result = {k: np.asarray(v, np.float64).reshape(len(samples), n) for k, v in out.items()}
   for m, v in step_scores.items():
     result[f"steps_{m}"] = [v[i * n:(i + 1) * n] for i in range(len(samples))]

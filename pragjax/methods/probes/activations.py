@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pragjax.eval import batching
 from pragjax.models import Decoder
 from pragjax.models.tokenizer import Tokenizer
 
@@ -123,8 +124,10 @@ def collect_bags(model: Decoder, tokenizer: Tokenizer, texts: Sequence[str], lay
   """Runs `model` over `texts` and writes the bags of `layers` to `out_dir` (see the module docstring).
 
   Batches hold statements of similar length (sorted), padded on the right to
-  a multiple of `pad_to_multiple_of`; a short last batch is filled with copies
-  of its first row, so every batch has the same shape per length bucket.
+  a multiple of `pad_to_multiple_of`; batches come from
+  `pragjax.eval.batching.chunks` (sharded over the current mesh's batch axes),
+  a short last batch filled with copies of its last (longest) row, so every
+  batch has the same shape per length bucket.
   """
   num_layers = model.config.num_hidden_layers
   layers = tuple(int(l) for l in layers)
@@ -138,20 +141,18 @@ def collect_bags(model: Decoder, tokenizer: Tokenizer, texts: Sequence[str], lay
   writer = BagWriter(out_dir, layers, lengths, model.config.hidden_size, token_ids=ids)
   graphdef, state = nnx.split(model)
   pad_id = tokenizer.pad_token_id or 0
-  order = np.argsort(lengths, kind="stable")
-  for start in range(0, len(order), batch_size):
-    chunk = order[start:start + batch_size]
-    rows = list(chunk) + [chunk[0]] * (batch_size - len(chunk))
-    t = -(-max(lengths[i] for i in rows) // pad_to_multiple_of) * pad_to_multiple_of
-    batch = np.full((batch_size, t), pad_id, np.int32)
-    mask = np.zeros((batch_size, t), np.int32)
-    for r, i in enumerate(rows):
+  order = [int(i) for i in np.argsort(lengths, kind="stable")]
+  for chunk in batching.chunks(order, batch_size):
+    t = -(-max(lengths[i] for i in chunk.items) // pad_to_multiple_of) * pad_to_multiple_of
+    batch = np.full((chunk.rows, t), pad_id, np.int32)
+    mask = np.zeros((chunk.rows, t), np.int32)
+    for r, i in enumerate(chunk.items):
       batch[r, :lengths[i]] = ids[i]
       mask[r, :lengths[i]] = 1
-    acts = block_outputs(graphdef, state, jnp.asarray(batch), jnp.asarray(mask), layers)
-    writer.write(chunk, np.asarray(acts)[:, :len(chunk)], mask[:len(chunk)])
+    acts = batching.fetch(block_outputs(graphdef, state, *batching.place((batch, mask)), layers))
+    writer.write(chunk.real, acts[:, :chunk.n], mask[:chunk.n])
     if progress is not None:
-      progress(min(start + batch_size, len(order)), len(order))
+      progress(chunk.start + chunk.n, len(order))
   writer.close({"chat_template": bool(chat_template), **dict(meta or {})})
   return BagStore(out_dir)
 

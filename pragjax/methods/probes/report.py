@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from pragjax.eval.tables import markdown_table
 from pragjax.methods.probes import activations, baselines, conformal, metrics, sawmil, svm
 
 METHODS = ("sawmil", "mean_diff", "svm_last", "logreg_last")
@@ -191,11 +192,8 @@ def _f(x) -> str:
 
 def format_layer_table(per_layer: Mapping[int, Mapping[str, dict]], methods: Sequence[str], key: str = "mcc_mean") -> str:
   """Markdown: one row per layer, one column per method (value `key`, default mean one-vs-all MCC)."""
-  lines = ["| layer | " + " | ".join(METHOD_NAMES.get(m, m) for m in methods) + " |",
-           "|---|" + "---|" * len(methods)]
-  for layer in sorted(per_layer):
-    lines.append(f"| {layer} | " + " | ".join(_f(per_layer[layer][m][key]) for m in methods) + " |")
-  return "\n".join(lines)
+  return markdown_table([[layer] + [_f(per_layer[layer][m][key]) for m in methods] for layer in sorted(per_layer)],
+                        ["layer"] + [METHOD_NAMES.get(m, m) for m in methods])
 
 
 def _resplit(c) -> str:
@@ -215,7 +213,7 @@ def format_best_table(per_layer, methods, classes, label_names) -> str:
   head = (["method", "layer"] + [f"MCC {label_names[k]}" for k in classes] +
           ["mean MCC", "argmax MCC", "mean AP", "coverage", "coverage, 200 re-splits", "OvA set coverage",
            "abstention", "MCC decided", "multiclass coverage", "multiclass abstention"])
-  lines = ["| " + " | ".join(head) + " |", "|---|" * 1 + "---|" * (len(head) - 1)]
+  rows = []
   for m in methods:
     r = per_layer[best[m]][m]
     c = r["conformal"]
@@ -223,8 +221,8 @@ def format_best_table(per_layer, methods, classes, label_names) -> str:
              [_f(r["mcc_mean"]), _f(r["mcc_argmax"]), _f(r["ap_mean"]), _f(c["binary_coverage_mean"]),
               _resplit(c), _f(c["ova_set_coverage"]), _f(c["ova_abstention"]), _f(c["ova_selective_mcc"]),
               _f(c["multiclass_coverage"]), _f(c["multiclass_abstention"])])
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return markdown_table(rows, head)
 
 
 def plot_layers(per_layer, methods, classes, label_names, path: str, title: str = "") -> str:

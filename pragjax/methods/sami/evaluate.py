@@ -17,6 +17,7 @@ import numpy as np
 
 from pragjax.eval import win_rate as win_rate_lib
 from pragjax.eval.judges import Judge
+from pragjax.eval.tables import markdown_table
 
 
 def make_evaluate(judge: Judge, *, seed: int, line_format: str = "{i}. {text}",
@@ -60,15 +61,13 @@ TABLE_COLUMNS = (
 
 
 def format_table(rows: Sequence[dict]) -> str:
+  """One line per iteration, the columns of `TABLE_COLUMNS` that some row has; absent, None or NaN cells are "-"."""
   cols = [c for c in TABLE_COLUMNS if any(c[0] in r for r in rows)]
-  lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-  for r in rows:
-    cells = []
-    for key, _, fmt in cols:
-      v = r.get(key)
-      cells.append("-" if v is None or (isinstance(v, float) and v != v) else fmt.format(v))
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+
+  def cell(fmt):
+    return lambda v: "-" if isinstance(v, float) and v != v else fmt.format(v)
+
+  return markdown_table(rows, {key: head for key, head, _ in cols}, formats={key: cell(fmt) for key, _, fmt in cols})
 
 
 def plot(rows: Sequence[dict], path: str, title: str = "SAMI") -> str:

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from pragjax.data import collate
+from pragjax.eval import batching
 from pragjax.models import Decoder, generate
 from pragjax.models.tokenizer import Tokenizer
 
@@ -53,21 +54,24 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, multiple: int) -> tuple
 def sample(model: Decoder, tokenizer: Tokenizer, prompts: Sequence[str], *, rng: jax.Array,
            max_new_tokens: int, temperature: float = 1.0, top_p: float | None = None, top_k: int | None = None,
            batch_size: int = 64, pad_multiple: int = 16, progress=None) -> list[Response]:
-  """One response per prompt, in order. `progress(done, total)` is called after each batch."""
+  """One response per prompt, in order. `progress(done, total)` is called after each batch.
+
+  Prompts go in batches of `batch_size` (`pragjax.eval.batching.chunks`,
+  sharded over the current mesh's batch axes): prompts that fit in one batch
+  are not padded, a short last batch of several is filled with copies of its
+  last prompt (one compiled shape), whose responses are dropped. A batch
+  samples with `fold_in(rng, index of its first prompt)`.
+  """
   eos = tokenizer.eos_token_id
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   out: list[Response] = []
-  for start in range(0, len(prompts), batch_size):
-    chunk = prompts[start:start + batch_size]
-    rows = [prompt_ids(tokenizer, p) for p in chunk]
-    if len(chunk) < batch_size and start > 0:  # keep one compiled batch shape
-      rows = rows + [rows[-1]] * (batch_size - len(chunk))
-    ids, mask = left_pad(rows, pad, pad_multiple)
-    res = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                   top_k=top_k, rng=jax.random.fold_in(rng, start), eos_token_ids=(eos,) if eos is not None else (),
-                   pad_token_id=pad)
-    toks, lengths = np.asarray(res.tokens), np.asarray(res.lengths)
-    for row, n in zip(toks[:len(chunk)], lengths[:len(chunk)]):
+  for chunk in batching.chunks(prompts, batch_size, shrink=True):
+    ids, mask = left_pad([prompt_ids(tokenizer, p) for p in chunk.items], pad, pad_multiple)
+    res = generate(model, *batching.place((ids, mask)), max_new_tokens=max_new_tokens, temperature=temperature,
+                   top_p=top_p, top_k=top_k, rng=jax.random.fold_in(rng, chunk.start),
+                   eos_token_ids=(eos,) if eos is not None else (), pad_token_id=pad)
+    toks, lengths = batching.fetch((res.tokens, res.lengths))
+    for row, n in zip(toks[:chunk.n], lengths[:chunk.n]):
       row = [int(x) for x in row[:int(n)]]
       ended = bool(row) and eos is not None and row[-1] == eos
       if ended:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pragjax.eval.tables import markdown_table
 from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.train import runner
 from pragjax.train.method import Method
@@ -67,6 +68,6 @@ def print_summary(out, config, workdir: str) -> None:
     print(f"\nnothing to train: the checkpoint in {workdir} is at step {result.step} = train.steps")
   print(f"\nfinished {result.step} steps, loss {result.last_metrics.get('loss', float('nan')):.4f}")
   if rows:
-    print("| model | answer accuracy | all steps right | n |\n|---|---|---|---|")
-    for name, r in rows.items():
-      print(f"| {name} | {r['accuracy']:.3f} | {r['exact']:.3f} | {r['n']} |")
+    print(markdown_table([{"model": name, **r} for name, r in rows.items()],
+                         {"model": "model", "accuracy": "answer accuracy", "exact": "all steps right", "n": "n"},
+                         formats={"accuracy": ".3f", "exact": ".3f"}))

@@ -20,6 +20,7 @@ import shutil
 
 import numpy as np
 
+from pragjax.eval.tables import markdown_table
 from pragjax.toyworld import arithmetic_eval as arith_eval
 from pragjax.toyworld import knowledge_eval as knowledge_eval
 from pragjax.methods.sami import toy_eval as sami_toy
@@ -105,9 +106,8 @@ def pretrain(config, workdir: str) -> dict:
 def print_summary(report: dict, config, workdir: str) -> None:
   """What `python -m experiments.pretrain_toy` prints; with `config.ship`, copies WORKDIR/hf into the package's
   assets (the built-in model of that name)."""
-  print("\n| metric | value |\n|---|---|")
-  for k, v in report.items():
-    print(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+  print("\n" + markdown_table([[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in report.items()],
+                              ["metric", "value"]))
   if config.ship and not report["preempted"]:
     dest = os.path.join(builtin.ASSETS, config.asset or config.world.name)
     shutil.rmtree(dest, ignore_errors=True)
