@@ -16,12 +16,12 @@ after the optimizer), and stepping-stone rewrites (accepted only where the
 keyword's prior in its own context rises) trained with the baseline
 optimizer. Writes WORKDIR/report.json and, with `report.plot`,
 WORKDIR/priming_scatter.png; each variant's scores are kept in
-WORKDIR/runs/<variant>.npz and reused by a rerun with the same config.
+WORKDIR/runs/<variant>.npz (`pragjax.data.cache`: keyed by every config section but `report` and `analysis`, and
+the samples' texts) and reused by a rerun with the same config.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from pragjax.data import cache
 from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.eval import batching
 from pragjax.eval.tables import markdown_table
@@ -317,25 +318,14 @@ def _run(config, workdir: str, mesh, log) -> dict:
   def progress(name, t0):
     return lambda done, total: log(f"  {name}: {done}/{total} runs ({time.time() - t0:.0f}s)")
 
-  cache_key = json.dumps({k: v for k, v in config.to_dict().items() if k not in ("report", "analysis")},
-                         sort_keys=True, default=str)
+  cache_key = {k: v for k, v in config.to_dict().items() if k not in ("report", "analysis")}
 
   def run_variant(name, extras, items, score_in, score_fn=None):
     """The variant's scores, cached in WORKDIR/runs/<name>.npz for a rerun with the same config and samples."""
-    path = os.path.join(workdir, "runs", f"{name}.npz")
-    key = cache_key + json.dumps([s.text for s in items])
-    if os.path.exists(path):
-      saved = np.load(path)
-      if str(saved["key"]) == key:
-        log(f"  {name}: reusing {path}")
-        return saved["scores"]
-    out = _run_variant(name, extras, items, score_in, score_fn)
-    if jax.process_index() == 0:  # one writer; atomic, so a kill mid-write leaves no half file
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      tmp = path + ".tmp.npz"
-      np.savez(tmp, key=np.asarray(key), scores=out)
-      os.replace(tmp, path)
-    return out
+    return cache.cached(paths.join(workdir, "runs"), name, key=cache_key,
+                        inputs_fingerprint=cache.fingerprint([s.text for s in items]),
+                        compute=lambda: _run_variant(name, extras, items, score_in, score_fn),
+                        log=lambda line: log(f"  {name}: {line}"))
 
   def _run_variant(name, extras, items, score_in, score_fn=None):
     tx = optax.chain(base_tx, *extras) if extras else base_tx

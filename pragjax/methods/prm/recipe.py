@@ -9,12 +9,13 @@ Toy (`world.name=arithmetic`): sample -> label by final answer -> train one
 PRM per `prm.losses` -> best-of-n and first-error F1 on held-out problems.
 Real checkpoints: train on `data.train_path` (outcome or stepwise JSONL, see
 `pragjax.methods.prm.data`), then ProcessBench with a threshold tuned per split.
-Each PRM trains in WORKDIR/<loss>; a killed run resumes there.
+Each PRM trains in WORKDIR/<loss>; a killed run resumes there. The toy's sampled solutions are kept in
+WORKDIR/train_samples.json and eval_samples.json (`pragjax.data.cache`) and reused by a rerun that would sample
+the same.
 """
 
 import functools
 import io
-import json
 import os
 
 import jax
@@ -23,6 +24,7 @@ from flax import nnx
 
 from pragjax import paths
 from pragjax import sharding as sharding_lib
+from pragjax.data import cache
 from pragjax.data.groups import GroupIterator
 from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.eval.tables import markdown_table
@@ -34,16 +36,14 @@ def _params(model):
   return nnx.state(model, nnx.Param)
 
 
-def _cached(workdir: str, name: str, key: dict, make):
-  """`make()`, saved as WORKDIR/name.json and reused by a rerun with the same `key` (sampling is the slow part)."""
-  path = paths.join(workdir, f"{name}.json")
-  if paths.resolve(path).exists():
-    saved = json.loads(paths.read_text(path))
-    if saved.get("key") == key:
-      return saved["value"]
-  value = make()
-  write_json(path, {"key": key, "value": value})
-  return value
+def _sample_key(config, num_samples: int) -> dict:
+  """What sampled solutions depend on besides their problems: the whole `model` section (path, dtype, ...), the
+  mesh (batches are rounded up to its batch shards, which moves each batch's key), the seed and the sampling
+  fields of `world`."""
+  w = config.world
+  return {"model": config.model.to_dict(), "mesh": config.mesh.to_dict(), "seed": config.seed,
+          "world": {"temperature": w.temperature, "max_new_tokens": w.max_new_tokens, "sample_batch": w.sample_batch,
+                    "num_samples": num_samples}}
 
 
 def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedModel | None = None):
@@ -95,23 +95,24 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   w, ev = config.world, config.eval
   base = runner.load_model(dict(config.model), mesh)
   train_problems = arithmetic.training_problems(np.random.default_rng(config.seed + 1), w.train_problems)
-  key = {"model": base.path, "seed": config.seed, "temperature": w.temperature, "max_new_tokens": w.max_new_tokens}
   log(f"sampling {w.train_samples} solutions for each of {w.train_problems} training problems (T={w.temperature})")
-  train_samples = _cached(workdir, "train_samples", {**key, "problems": w.train_problems, "n": w.train_samples},
-                          lambda: prm_toy.sample_solutions(
-                              base.model, base.tokenizer, train_problems, num_samples=w.train_samples,
-                              temperature=w.temperature, seed=config.seed + 2, max_new_tokens=w.max_new_tokens,
-                              batch_size=w.sample_batch))
+  train_samples = cache.cached(
+      workdir, "train_samples", key=_sample_key(config, w.train_samples),
+      inputs_fingerprint=cache.fingerprint([p.prompt for p in train_problems]), log=log,
+      compute=lambda: prm_toy.sample_solutions(
+          base.model, base.tokenizer, train_problems, num_samples=w.train_samples, temperature=w.temperature,
+          seed=config.seed + 2, max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch))
   records = prm_toy.outcome_records(train_problems, train_samples)
   label_rate = float(np.mean([r["label"] for r in records]))
   log(f"training records: {len(records)}, correct by final answer: {label_rate:.3f}")
   eval_problems = arithmetic.heldout_problems(config.seed, w.eval_problems)
   log(f"sampling {w.eval_samples} solutions for each of {w.eval_problems} held-out problems")
-  eval_samples = _cached(workdir, "eval_samples", {**key, "problems": w.eval_problems, "n": w.eval_samples},
-                         lambda: prm_toy.sample_solutions(
-                             base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples,
-                             temperature=w.temperature, seed=config.seed + 3, max_new_tokens=w.max_new_tokens,
-                             batch_size=w.sample_batch))
+  eval_samples = cache.cached(
+      workdir, "eval_samples", key=_sample_key(config, w.eval_samples),
+      inputs_fingerprint=cache.fingerprint([p.prompt for p in eval_problems]), log=log,
+      compute=lambda: prm_toy.sample_solutions(
+          base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples, temperature=w.temperature,
+          seed=config.seed + 3, max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch))
   correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(eval_problems, eval_samples)])
   labels = prm_toy.first_error_labels(eval_problems, eval_samples)
   value_labels = prm_toy.first_error_labels(eval_problems, eval_samples, prm_toy.value_first_error)

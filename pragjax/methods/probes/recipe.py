@@ -14,8 +14,6 @@ Probes trained on one dataset are also scored on the others' test splits.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 
@@ -25,6 +23,7 @@ import numpy as np
 from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.methods.probes import activations, report
+from pragjax.data import cache
 from pragjax.data.jsonl import write_json
 from pragjax.train import runner
 
@@ -89,9 +88,11 @@ def select_layers(config, num_layers: int) -> list[int]:
 
 
 def collect(loaded, config, name, records, layers, workdir, log) -> activations.BagStore:
-  """The dataset's bag store, reused when model, layers, statements and template match."""
-  key = hashlib.sha256(json.dumps([loaded.path, layers, bool(config.data.chat_template), config.model.dtype,
-                                   [r["text"] for r in records]]).encode()).hexdigest()[:16]
+  """The dataset's bag store, reused when the whole `model` section, the layers, the template and the statements
+  match. The store is streamed to disk and read memory-mapped, so it keeps its own layout (`activations`); its key
+  is a `pragjax.data.cache.fingerprint`."""
+  key = cache.fingerprint({"model": config.model.to_dict(), "path": loaded.path, "layers": list(layers),
+                           "chat_template": bool(config.data.chat_template)}, [r["text"] for r in records])
   out = os.path.join(workdir, "bags", name)
   try:
     store = activations.BagStore(out)
