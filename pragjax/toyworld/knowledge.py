@@ -72,6 +72,11 @@ VERDICTS = {"true": "True.", "false": "False."}
 TOKENIZER_STREAM = 0x544F4B  # Seed stream of the names the tokenizer is trained on.
 UNSEEN_STREAM = 0x554E53  # Seed stream of `unseen_entities`.
 TOKENIZER_VOCAB_SIZE = 560  # Every KB value is one token; names split into about 3.4 pieces.
+FORMS_STREAM = 0x464F52  # Seed stream of the negations and trailing clauses of `statements`.
+# Clauses appended after a statement's value (before its full stop) by `statements(trailing_fraction=...)`:
+# they carry no information about the fact, and push the value away from the statement's last tokens.
+TRAILING_CLAUSES = (", as the records show", ", according to the town register", ", or so the neighbours say",
+                    ", as everyone here knows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,22 +88,34 @@ class Theme:
     values: the values KB facts use (each entity has exactly one).
     templates: fact sentences with `{entity}` and `{value}`; each ends in "{value}.".
     rare_values: keywords of the theme that no KB fact uses (for priming).
+    negated_templates: `templates[i]` negated ("... does not live in {value}."), same order; a negated
+      statement is true exactly when the affirmative one is false (see `statements`).
   """
   name: str
   values: tuple[str, ...]
   templates: tuple[str, ...]
   rare_values: tuple[str, ...]
+  negated_templates: tuple[str, ...] = ()
 
   def __post_init__(self):
-    for t in self.templates:
+    for t in self.templates + self.negated_templates:
       if not t.endswith("{value}.") or t.count("{entity}") != 1 or t.count("{value}") != 1:
         raise ValueError(f"theme {self.name}: template {t!r} must hold one {{entity}} and end in '{{value}}.'")
+    if self.negated_templates and len(self.negated_templates) != len(self.templates):
+      raise ValueError(f"theme {self.name}: {len(self.negated_templates)} negated templates for "
+                       f"{len(self.templates)} templates")
     if set(self.values) & set(self.rare_values):
       raise ValueError(f"theme {self.name}: rare values {set(self.values) & set(self.rare_values)} are KB values")
 
   def sentence(self, entity: str, value: str, template: int = 0) -> str:
     """Template `template` filled in, e.g. "Bavelo lives in Lima."."""
     return self.templates[template].format(entity=entity, value=value)
+
+  def negated_sentence(self, entity: str, value: str, template: int = 0) -> str:
+    """Negated template `template` filled in, e.g. "Bavelo does not live in Lima."."""
+    if not self.negated_templates:
+      raise ValueError(f"theme {self.name} has no negated templates")
+    return self.negated_templates[template].format(entity=entity, value=value)
 
   def prompt(self, entity: str, template: int = 0) -> str:
     """Template `template` cut before its value (no trailing space), e.g. "Bavelo lives in"."""
@@ -110,20 +127,28 @@ THEMES = (
           ("red", "blue", "green", "yellow", "purple", "orange", "white", "black", "grey", "pink"),
           ("The favourite colour of {entity} is {value}.", "{entity} loves the colour {value}.",
            "{entity} always dresses in {value}."),
-          ("vermilion", "mauve", "ochre")),
+          ("vermilion", "mauve", "ochre"),
+          ("The favourite colour of {entity} is not {value}.", "{entity} does not love the colour {value}.",
+           "{entity} never dresses in {value}.")),
     Theme("places",
           ("Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Tunis", "Vienna", "Dakar"),
           ("{entity} lives in {value}.", "{entity} was born in {value}.", "The home town of {entity} is {value}."),
-          ("Reykjavik", "Ushuaia", "Timbuktu")),
+          ("Reykjavik", "Ushuaia", "Timbuktu"),
+          ("{entity} does not live in {value}.", "{entity} was not born in {value}.",
+           "The home town of {entity} is not {value}.")),
     Theme("jobs",
           ("baker", "doctor", "farmer", "teacher", "pilot", "singer", "tailor", "lawyer", "miner", "painter"),
           ("{entity} works as a {value}.", "By trade, {entity} is a {value}.", "The job of {entity} is {value}."),
-          ("falconer", "glassblower", "cartographer")),
+          ("falconer", "glassblower", "cartographer"),
+          ("{entity} does not work as a {value}.", "By trade, {entity} is not a {value}.",
+           "The job of {entity} is not {value}.")),
     Theme("foods",
           ("rice", "bread", "apples", "cheese", "fish", "beans", "soup", "pears", "honey", "noodles"),
           ("{entity} likes to eat {value}.", "The favourite food of {entity} is {value}.",
            "Every day, {entity} eats {value}."),
-          ("durian", "saffron", "truffles")),
+          ("durian", "saffron", "truffles"),
+          ("{entity} does not like to eat {value}.", "The favourite food of {entity} is not {value}.",
+           "{entity} never eats {value}.")),
 )
 THEME_NAMES = tuple(t.name for t in THEMES)
 
@@ -311,22 +336,45 @@ def corpus(kb: KnowledgeBase, rng: np.random.Generator, num_docs: int, *, check_
 
 @dataclasses.dataclass(frozen=True)
 class Statement:
-  """A probing statement: its text, label (true / false / neither) and what it is about."""
+  """A probing statement: its text, label (true / false / neither) and what it is about.
+
+  `negated`: the text is the negated template (its label is the opposite of the affirmative one's, neither
+  stays neither); `clause`: the trailing clause between the value and the full stop ("" for none).
+  """
   text: str
   label: str
   entity: str
   theme: str
   value: str
   template: int
+  negated: bool = False
+  clause: str = ""
 
 
-def statements(kb: KnowledgeBase, seed: int, per_label: int, *, statements_per_unseen: int = 2) -> list[Statement]:
+def statements(kb: KnowledgeBase, seed: int, per_label: int, *, statements_per_unseen: int = 2,
+               negation_fraction: float = 0.0, trailing_fraction: float = 0.0) -> list[Statement]:
   """`per_label` true, false and neither statements (in that order), from seed `seed`.
 
   True: distinct KB facts. False: distinct (entity, theme) pairs of the KB with
   a held-out wrong value. Neither: `statements_per_unseen` statements (distinct
   themes) about each of `ceil(per_label / statements_per_unseen)` unseen
   entities, with uniform values. Templates are uniform.
+
+  Forms whose deciding token is not the last one (both default 0, which gives
+  exactly the statements of the same seed before these options existed):
+  - `negation_fraction`: that share (rounded) of the affirmative true, of the
+    false and of the neither statements is rewritten with the negated
+    template. A negated KB fact is false, a negated wrong value is true, an
+    unseen entity stays neither; since as many true as false statements are
+    negated, the counts per label stay `per_label`. Truth then depends on
+    "not" in the middle of the sentence and on the value together.
+  - `trailing_fraction`: that share of every label gets a clause of
+    `TRAILING_CLAUSES` after its value, so the value is no longer among the
+    last two tokens.
+  Both draw from their own seed stream `(FORMS_STREAM, seed)`, independently.
+  The shipped `knowledge` model never read a negation or a trailing clause
+  (`corpus` has neither): how it represents them is whatever it makes of
+  unseen words; a statement's truth is still defined by the world.
   """
   rng = np.random.default_rng([0x535441, seed])
   pairs = [(e, t.name) for e in kb.entities for t in THEMES]
@@ -358,7 +406,35 @@ def statements(kb: KnowledgeBase, seed: int, per_label: int, *, statements_per_u
       t = THEMES[k]
       neither.append(make(entity, t.name, t.values[rng.integers(len(t.values))], "neither"))
   out.extend(neither[:per_label])
+  if negation_fraction or trailing_fraction:
+    out = _rewrite_forms(out, seed, negation_fraction, trailing_fraction)
   return out
+
+
+def _rewrite_forms(items: list[Statement], seed: int, negation_fraction: float,
+                   trailing_fraction: float) -> list[Statement]:
+  """Negations and trailing clauses of `statements` (see there); labels regrouped true, false, neither."""
+  for name, f in (("negation_fraction", negation_fraction), ("trailing_fraction", trailing_fraction)):
+    if not 0.0 <= f <= 1.0:
+      raise ValueError(f"{name} must lie in [0, 1], got {f}")
+  rng = np.random.default_rng([FORMS_STREAM, seed])
+  negate = np.zeros(len(items), bool)
+  trail = np.zeros(len(items), bool)
+  for label in LABELS:
+    idx = np.asarray([i for i, s in enumerate(items) if s.label == label], np.int64)
+    negate[idx[rng.permutation(len(idx))[:int(round(negation_fraction * len(idx)))]]] = True
+    trail[idx[rng.permutation(len(idx))[:int(round(trailing_fraction * len(idx)))]]] = True
+  flipped = {"true": "false", "false": "true", "neither": "neither"}
+  out = []
+  for s, neg, tr in zip(items, negate, trail):
+    t = theme(s.theme)
+    text = t.negated_sentence(s.entity, s.value, s.template) if neg else t.sentence(s.entity, s.value, s.template)
+    clause = TRAILING_CLAUSES[rng.integers(len(TRAILING_CLAUSES))] if tr else ""
+    if clause:
+      text = text[:-1] + clause + "."
+    out.append(dataclasses.replace(s, text=text, label=flipped[s.label] if neg else s.label, negated=bool(neg),
+                                   clause=clause))
+  return [s for label in LABELS for s in out if s.label == label]
 
 
 def tokenizer_texts(seed: int = 0, num_names: int = 3000) -> list[str]:

@@ -110,3 +110,44 @@ def test_tokenizer_treats_known_and_unseen_names_alike(kb):
   known, unseen = pieces(kb.entities), pieces(kw.unseen_entities(0, 120))
   assert abs(known - unseen) < 0.3, (known, unseen)
   assert tok.decode(tok.encode("Bavelo lives in Lima. True.")) == "Bavelo lives in Lima. True."
+
+
+def test_statement_forms_default_is_unchanged_and_negation_flips_truth(kb):
+  plain = kw.statements(kb, 3, 60)
+  assert kw.statements(kb, 3, 60, negation_fraction=0.0, trailing_fraction=0.0) == plain
+  hard = kw.statements(kb, 3, 60, negation_fraction=0.5, trailing_fraction=0.5)
+  assert kw.summarize(hard) == {"true": 60, "false": 60, "neither": 60}
+  assert [s.label for s in hard] == sorted((s.label for s in hard), key=kw.LABELS.index)
+  by_fact = {(s.entity, s.theme, s.value): s for s in plain}
+  assert sum(s.negated for s in hard) == 90 and sum(bool(s.clause) for s in hard) == 90
+  for s in hard:
+    base = by_fact[(s.entity, s.theme, s.value)]  # the same fact, rewritten
+    assert s.negated == (" not " in s.text or " never " in s.text)
+    if s.entity not in kb:
+      assert s.label == base.label == "neither"
+    else:
+      holds = kb.value(s.entity, s.theme) == s.value
+      assert s.label == ("true" if holds != s.negated else "false"), s
+      assert s.label == (base.label if not s.negated else {"true": "false", "false": "true"}[base.label])
+
+
+def test_statement_forms_move_the_deciding_token_off_the_end(kb):
+  tok = kw.tokenizer()
+  hard = kw.statements(kb, 0, 40, negation_fraction=0.5, trailing_fraction=1.0)
+  for s in hard:
+    assert s.clause in kw.TRAILING_CLAUSES and s.text.endswith(s.clause + ".")
+    ids = tok.encode(s.text)
+    value_ids = tok.encode(" " + s.value)[-1:]  # the value's (last) token, as it follows a space
+    last_two = ids[-2:]
+    assert value_ids[0] in ids and value_ids[0] not in last_two, s.text
+  with pytest.raises(ValueError, match="negation_fraction"):
+    kw.statements(kb, 0, 10, negation_fraction=1.5)
+  for t in kw.THEMES:
+    assert len(t.negated_templates) == len(t.templates)
+    assert all(" not " in n or " never " in n for n in t.negated_templates)
+
+
+def test_the_pretraining_corpus_has_no_negation_or_trailing_clause(docs):
+  """What the truth-probe config says of the shipped model: it never read the hard forms."""
+  assert not any(" not " in d or " never " in d for d in docs)
+  assert not any(c in d for d in docs for c in kw.TRAILING_CLAUSES)
