@@ -11,7 +11,7 @@ token-length bucket where a caller pads tokens per chunk). Padding rows are
 chunk's last item for item lists (`chunks`); either way they never change a
 real row's output, since rows do not interact.
 
-One exception, asked for by name: with `shrink=True`, inputs that fit in one
+One exception, which a caller asks for by name: with `shrink=True`, inputs that fit in one
 chunk (N <= batch_size) form a chunk of N rows (rounded up to the shards)
 instead of `rows`. It is for callers whose `batch_size` is a memory cap and
 whose padding rows would cost real work (a sampled response per row); a short
@@ -20,7 +20,9 @@ input then compiles its own shape.
 With a mesh of more than one batch shard, each chunk is placed sharded over
 the batch axes (`place`; every process passes the whole chunk, as every
 process runs the same loop over all N inputs) and outputs come back as numpy
-on every process (`fetch` gathers what one process cannot address).
+on every process (`fetch` gathers what one process cannot address). The
+rounding moves chunk boundaries when `batch_size` is not a multiple of the
+shards, and with them a sampler's per-chunk keys (`fold_in(rng, chunk.start)`).
 
 - `map_batches(fn, inputs, batch_size=)`: `inputs` a pytree of arrays with a
   common leading axis N (a dict of `[N, ...]` arrays, one array, a tuple);
