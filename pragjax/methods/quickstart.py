@@ -177,3 +177,31 @@ def _fmt(x):
 def format_table(table: list[dict]) -> str:
   return markdown_table(table, ["experiment", "metric", "before", "after", "n"],
                         formats={"before": _fmt, "after": _fmt})
+
+
+def dpo_row(workdir: str) -> list[dict]:
+  """DPO on the arithmetic world (`dpo.py:toy`): the shipped model, gold solutions preferred over ones with a slipped
+  step, 32 steps with the reference store; held-out pairs of held-out problems. "before" is the initial model, which
+  is also the reference: its implicit reward ties every pair (0.5 by construction)."""
+  from experiments.configs import dpo as dpo_configs
+  from pragjax.methods.preference import recipe as dpo
+
+  config = dpo_configs.get_config("toy")
+  config.train.progress = False
+  result, _, report = dpo.run(config, os.path.join(workdir, "dpo"), log=lambda *_: None)
+  before, after = report["before"], report["after"]
+  name, n = "DPO (arithmetic pairs)", after["n"]
+  return [
+      {"experiment": name, "metric": "held-out reward accuracy d(chosen) > d(rejected) (before: all ties)",
+       "before": before["reward_accuracy"], "after": after["reward_accuracy"], "n": n},
+      {"experiment": name, "metric": "held-out reward margin beta (d(chosen) - d(rejected))",
+       "before": before["reward_margin"], "after": after["reward_margin"], "n": n},
+      {"experiment": name, "metric": "held-out log-prob preference accuracy lp(chosen) > lp(rejected)",
+       "before": before["logp_accuracy"], "after": after["logp_accuracy"], "n": n},
+      {"experiment": name, "metric": f"train DPO loss: step 1 -> mean of steps "
+       f"{result.step - config.train.log_every + 1}-{result.step}",
+       "before": report["initial_loss"], "after": result.last_metrics["loss"], "n": result.step},
+  ]
+
+
+ROWS["dpo"] = dpo_row

@@ -348,7 +348,7 @@ def print_summary(out, config, workdir: str) -> None:
   loss = result.last_metrics.get("loss", float("nan"))
   print(f"\nfinished {result.step} steps of {config.dpo.loss} (beta {config.dpo.beta}, reference "
         f"{config.dpo.reference}) on {report['train_pairs']} pairs: loss {report['initial_loss']:.4f} at step 1, "
-        f"{loss:.4f} at the end")
+        f"{loss:.4f} over the last logged steps")
   if "after" in report:
     print("\nbefore = the initial model, which is also the reference; after = the trained policy\n")
     print(format_report(report))
