@@ -152,17 +152,10 @@ def resplit_coverage(cal: Split, test: Split, cal_scores, test_scores, classes, 
 
 def evaluate_layer(splits: Mapping[str, Split], classes: Sequence[int], *, methods: Sequence[str] = METHODS,
                    options: Mapping[str, Any] | None = None, alpha: float = conformal.DEFAULT_ALPHA,
-                   mondrian: bool = False, resplit_repeats: int = 200, keep_scores: dict | None = None,
-                   log=None) -> tuple[dict, dict]:
-  """Fits and evaluates every method on one layer -> (results, fitted scorers {method: {class: Scorer}}).
-
-  With a "validation" split, `results[method]["validation"]` holds its `_test_metrics` (what layer
-  selection reads; the test split never chooses anything). `resplit_repeats` re-splits of calibration +
-  test for `resplit_coverage` (0: none). `keep_scores`, when given, receives {method: test scores [n, K]}.
-  """
+                   mondrian: bool = False, log=None) -> tuple[dict, dict]:
+  """Fits and evaluates every method on one layer -> (results, fitted scorers {method: {class: Scorer}})."""
   options = dict(options or {})
   train, cal, test = splits["train"], splits["calibration"], splits["test"]
-  val = splits.get("validation")
   results, fitted = {}, {}
   for method in methods:
     t0 = time.time()
@@ -170,15 +163,9 @@ def evaluate_layer(splits: Mapping[str, Split], classes: Sequence[int], *, metho
     cal_s = np.stack([scorers[k].scores(cal.bags, cal.mask) for k in classes], axis=1)
     test_s = np.stack([scorers[k].scores(test.bags, test.mask) for k in classes], axis=1)
     res = _test_metrics(test_s, test.labels, classes)
-    if val is not None:
-      val_s = np.stack([scorers[k].scores(val.bags, val.mask) for k in classes], axis=1)
-      res["validation"] = _test_metrics(val_s, val.labels, classes)
-    if keep_scores is not None:
-      keep_scores[method] = test_s
     res["conformal"] = _conformal_metrics(cal_s, cal.labels, test_s, test.labels, classes, alpha, mondrian)
-    if cal.groups is not None and test.groups is not None and resplit_repeats > 0:
-      res["conformal"]["resplit_coverage"] = resplit_coverage(cal, test, cal_s, test_s, classes, alpha, mondrian,
-                                                              repeats=resplit_repeats)
+    if cal.groups is not None and test.groups is not None:
+      res["conformal"]["resplit_coverage"] = resplit_coverage(cal, test, cal_s, test_s, classes, alpha, mondrian)
     res["fit"] = {k: s.info for k, s in scorers.items()}
     res["seconds"] = time.time() - t0
     results[method], fitted[method] = res, scorers
@@ -203,312 +190,62 @@ def _f(x) -> str:
   return "-" if x is None or x != x else f"{x:.3f}"
 
 
-# Scalars of one re-split's result (method, layer) that get a mean and an interval over re-splits.
-SPREAD = {"mcc_mean": ("mcc_mean",), "ap_mean": ("ap_mean",), "mcc_argmax": ("mcc_argmax",),
-          "validation_mcc_mean": ("validation", "mcc_mean"),
-          "coverage": ("conformal", "binary_coverage_mean"), "abstention": ("conformal", "ova_abstention"),
-          "set_coverage": ("conformal", "ova_set_coverage"),
-          "multiclass_coverage": ("conformal", "multiclass_coverage"),
-          "multiclass_abstention": ("conformal", "multiclass_abstention")}
-
-
-def _get(tree, path):
-  for key in path:
-    if not isinstance(tree, Mapping) or key not in tree:
-      return None
-    tree = tree[key]
-  return tree
-
-
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float, np.integer, np.floating, bool, np.bool_))
-
-
-def _mean_tree(trees: Sequence[Any], skip: Sequence[str] = ("fit",)):
-  """Numeric leaves averaged over `trees` (NaNs left out); mappings merged key by key; anything else from
-  the first tree that has it."""
-  trees = [t for t in trees if t is not None]
-  if not trees:
-    return None
-  if all(isinstance(t, Mapping) for t in trees):
-    keys = list(dict.fromkeys(k for t in trees for k in t))
-    return {k: _mean_tree([t.get(k) for t in trees], skip) for k in keys if k not in skip}
-  if all(_is_number(t) for t in trees):
-    v = np.asarray(trees, np.float64)
-    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-  return trees[0]
-
-
-def aggregate_resplits(results: Sequence[Mapping[str, Any]], *, level: float = 0.95, num_samples: int = 2000,
-                       seed: int = 0) -> dict:
-  """One method at one layer over re-splits: the mean of every numeric field (as in one result, so tables
-  and plots read it alike), `resplits` (their number) and `spread`: for each `SPREAD` scalar, its values
-  per re-split and `metrics.bootstrap_mean_ci` of them (mean, percentile `level` interval, std, min, max)."""
-  out = _mean_tree(results)
-  out["resplits"] = len(results)
-  out["spread"] = {}
-  for name, path in SPREAD.items():
-    values = [_get(r, path) for r in results]
-    if any(v is not None for v in values):
-      values = [float("nan") if v is None else float(v) for v in values]
-      out["spread"][name] = {**metrics.bootstrap_mean_ci(values, level=level, num_samples=num_samples, seed=seed),
-                             "values": values}
-  return out
-
-
-def aggregate_layers(per_resplit: Sequence[Mapping[int, Mapping[str, dict]]], methods: Sequence[str],
-                     **kwargs) -> dict[int, dict[str, dict]]:
-  """{layer: {method: aggregate_resplits(...)}} from one {layer: {method: result}} per re-split."""
-  layers = sorted(per_resplit[0])
-  return {l: {m: aggregate_resplits([r[l][m] for r in per_resplit], **kwargs) for m in methods} for l in layers}
-
-
-def _selection_value(entry: Mapping[str, Any]) -> float:
-  v = _get(entry, ("spread", "validation_mcc_mean", "mean"))
-  if v is None:
-    v = _get(entry, ("validation", "mcc_mean"))
-  if v is None:
-    raise ValueError("layer selection reads the validation split's mean one-vs-all MCC, and this result has "
-                     "none; the test split never chooses a layer")
-  return float(v) if v == v else -np.inf
-
-
-def best_layers(per_layer: Mapping[int, Mapping[str, dict]], methods: Sequence[str]) -> dict[str, int]:
-  """Each method's layer: the highest validation mean one-vs-all MCC (mean over re-splits when aggregated);
-  ties go to the shallowest layer. Test numbers are never read."""
-  return {m: max(sorted(per_layer), key=lambda l: _selection_value(per_layer[l][m])) for m in methods}
-
-
-def _ci(entry: Mapping[str, Any] | None, key: str) -> str:
-  """"0.512 [0.490, 0.530]" (mean over re-splits and its interval), or the plain value for one re-split."""
-  if entry is None:
-    return "-"
-  sp = _get(entry, ("spread", key))
-  if sp is None:
-    return _f(_get(entry, SPREAD.get(key, (key,))))
-  if sp["n"] <= 1:
-    return _f(sp["mean"])
-  return f"{_f(sp['mean'])} [{_f(sp['lo'])}, {_f(sp['hi'])}]"
-
-
-def _range(entry: Mapping[str, Any], key: str) -> str:
-  """"0.903 (0.881-0.925)": mean and range over re-splits, or the plain value for one re-split."""
-  sp = _get(entry, ("spread", key))
-  if sp is None:
-    return _f(_get(entry, SPREAD.get(key, (key,))))
-  if sp["n"] <= 1:
-    return _f(sp["mean"])
-  return f"{_f(sp['mean'])} ({_f(sp['min'])}-{_f(sp['max'])})"
-
-
-def format_layer_table(per_layer: Mapping[int, Mapping[str, dict]], methods: Sequence[str], key: str = "mcc_mean",
-                       best: Mapping[str, int] | None = None) -> str:
-  """Markdown: one row per layer, one column per method: `key` (default mean one-vs-all MCC on test), with
-  its interval over re-splits when there are several; the layer in `best` (chosen on validation) in bold."""
-  def cell(layer, m):
-    text = _ci(per_layer[layer][m], key)
-    return f"**{text}**" if best is not None and best.get(m) == layer else text
-  return markdown_table([[layer] + [cell(layer, m) for m in methods] for layer in sorted(per_layer)],
+def format_layer_table(per_layer: Mapping[int, Mapping[str, dict]], methods: Sequence[str], key: str = "mcc_mean") -> str:
+  """Markdown: one row per layer, one column per method (value `key`, default mean one-vs-all MCC)."""
+  return markdown_table([[layer] + [_f(per_layer[layer][m][key]) for m in methods] for layer in sorted(per_layer)],
                         ["layer"] + [METHOD_NAMES.get(m, m) for m in methods])
 
 
+def _resplit(c) -> str:
+  r = c.get("resplit_coverage")
+  return "-" if r is None else f"{r['mean']:.3f} ± {r['std']:.3f}"
+
+
+def best_layers(per_layer: Mapping[int, Mapping[str, dict]], methods: Sequence[str],
+                key: str = "mcc_mean") -> dict[str, int]:
+  """The layer where each method's `key` is highest."""
+  return {m: max(per_layer, key=lambda l: per_layer[l][m][key]) for m in methods}
+
+
 def format_best_table(per_layer, methods, classes, label_names) -> str:
-  """Markdown: each method at its layer chosen on validation (`best_layers`): validation and test mean
-  one-vs-all MCC, per-class test MCC, AP, and the conformal columns (means over re-splits, with the
-  interval or the range over re-splits when there are several)."""
+  """Markdown: each method at its best layer (by mean one-vs-all MCC), with per-class MCC and conformal columns."""
   best = best_layers(per_layer, methods)
-  resplit = any(_get(per_layer[best[m]][m], ("conformal", "resplit_coverage")) for m in methods)
-  head = (["method", "layer (validation)", "validation MCC"] + [f"MCC {label_names[k]}" for k in classes] +
-          ["mean MCC", "mean AP", "argmax MCC", "coverage"] + (["coverage, re-splits of cal + test"] if resplit else [])
-          + ["OvA set coverage", "abstention", "MCC decided", "multiclass coverage", "multiclass abstention"])
+  head = (["method", "layer"] + [f"MCC {label_names[k]}" for k in classes] +
+          ["mean MCC", "argmax MCC", "mean AP", "coverage", "coverage, 200 re-splits", "OvA set coverage",
+           "abstention", "MCC decided", "multiclass coverage", "multiclass abstention"])
   rows = []
   for m in methods:
     r = per_layer[best[m]][m]
     c = r["conformal"]
-    rc = c.get("resplit_coverage")
-    cells = ([METHOD_NAMES.get(m, m), str(best[m]), _f(_selection_value(r))] +
-             [_f(r["per_class"][k]["mcc"]) for k in classes] +
-             [_ci(r, "mcc_mean"), _ci(r, "ap_mean"), _f(r["mcc_argmax"]), _range(r, "coverage")] +
-             ([("-" if rc is None else f"{rc['mean']:.3f} ± {rc['std']:.3f} ({rc['repeats']})")] if resplit else []) +
-             [_range(r, "set_coverage"), _range(r, "abstention"), _f(c["ova_selective_mcc"]),
-              _range(r, "multiclass_coverage"), _range(r, "multiclass_abstention")])
+    cells = ([METHOD_NAMES.get(m, m), str(best[m])] + [_f(r["per_class"][k]["mcc"]) for k in classes] +
+             [_f(r["mcc_mean"]), _f(r["mcc_argmax"]), _f(r["ap_mean"]), _f(c["binary_coverage_mean"]),
+              _resplit(c), _f(c["ova_set_coverage"]), _f(c["ova_abstention"]), _f(c["ova_selective_mcc"]),
+              _f(c["multiclass_coverage"]), _f(c["multiclass_abstention"])])
     rows.append(cells)
   return markdown_table(rows, head)
 
 
-def nested_bootstrap(tests: Sequence[Mapping[str, Any]], layer_of: Mapping[str, int], classes: Sequence[int], *,
-                     num_samples: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-  """Bootstrap draws of the mean one-vs-all MCC and AP of each method at its layer, over re-splits and over
-  the entities of each re-split's test split.
-
-  tests[r] = {"labels": [n], "groups": [n], "scores": {layer: {method: [n, K]}}} for re-split r. One draw
-  takes R re-splits with replacement and, in each, a cluster bootstrap of its test entities
-  (`metrics.group_bootstrap_indices`); every method sees the same draw (paired), so differences between
-  methods get their own interval. Returns {method: {"mcc": [num_samples], "ap": [num_samples]}}.
-  """
-  rng = np.random.default_rng([seed, 0xB007])
-  members = [metrics.group_members(t["groups"]) for t in tests]
-  out = {m: {"mcc": np.zeros(num_samples), "ap": np.zeros(num_samples)} for m in layer_of}
-  r_count = len(tests)
-  for b in range(num_samples):
-    picks = rng.integers(0, r_count, r_count)
-    acc = {m: [0.0, 0.0] for m in layer_of}
-    for r in picks:
-      idx = metrics.group_bootstrap_indices(members[r], rng)
-      labels = np.asarray(tests[r]["labels"])[idx]
-      for m, layer in layer_of.items():
-        mcc, ap = metrics.ova_means(labels, np.asarray(tests[r]["scores"][layer][m])[idx], classes)
-        acc[m][0] += mcc / r_count
-        acc[m][1] += ap / r_count
-    for m in layer_of:
-      out[m]["mcc"][b], out[m]["ap"][b] = acc[m]
-  return out
-
-
-def verdict(per_layer: Mapping[int, Mapping[str, dict]], tests: Sequence[Mapping[str, Any]], methods: Sequence[str],
-            classes: Sequence[int], *, reference: str = "sawmil", target_coverage: float = 0.9,
-            coverage_tolerance: float = 0.03, level: float = 0.95, num_samples: int = 1000, seed: int = 0) -> dict:
-  """The acceptance hypothesis, evaluated mechanically on aggregated results (`aggregate_layers`).
-
-  Layers: `best_layers` (validation only). MCC: met when the reference method's test mean one-vs-all MCC
-  (mean over re-splits) is >= every other method's at its own layer, i.e. >= the best baseline's; the
-  difference to that baseline gets a paired `nested_bootstrap` interval, and `separated` says whether it
-  excludes 0. Coverage: met when the reference's binary conformal coverage on test, mean over re-splits,
-  lies within `coverage_tolerance` of `target_coverage` (`share_within`: the share of re-splits that do).
-  """
-  best = best_layers(per_layer, methods)
-  boot = nested_bootstrap(tests, best, classes, num_samples=num_samples, seed=seed)
-  rows = {}
-  for m in methods:
-    r = per_layer[best[m]][m]
-    sp = r["spread"]
-    rows[m] = {"layer": best[m], "validation_mcc": _selection_value(r), "mcc": sp["mcc_mean"], "ap": sp["ap_mean"],
-               "mcc_ci_nested": list(metrics.percentile_interval(boot[m]["mcc"], level)),
-               "ap_ci_nested": list(metrics.percentile_interval(boot[m]["ap"], level)),
-               "coverage": sp.get("coverage"), "abstention": sp.get("abstention")}
-  out = {"methods": rows, "level": level, "bootstrap_samples": num_samples, "resplits": len(tests),
-         "selection": "validation split, mean one-vs-all MCC (mean over re-splits)", "mcc": None, "coverage": None,
-         "met": None}
-  others = [m for m in methods if m != reference]
-  if reference not in methods or not others:
-    return out
-  base = max(others, key=lambda m: rows[m]["mcc"]["mean"])
-  diff = boot[reference]["mcc"] - boot[base]["mcc"]
-  lo, hi = metrics.percentile_interval(diff, level)
-  ref_mcc, base_mcc = rows[reference]["mcc"]["mean"], rows[base]["mcc"]["mean"]
-  out["mcc"] = {"met": bool(ref_mcc >= base_mcc), "reference": reference, "reference_mcc": ref_mcc,
-                "best_baseline": base, "baseline_mcc": base_mcc, "difference": ref_mcc - base_mcc,
-                "difference_ci": [lo, hi], "separated": bool(lo > 0 or hi < 0)}
-  cov = rows[reference]["coverage"]
-  values = np.asarray(cov["values"], np.float64)
-  within = np.abs(values[np.isfinite(values)] - target_coverage) <= coverage_tolerance
-  out["coverage"] = {"met": bool(abs(cov["mean"] - target_coverage) <= coverage_tolerance), "mean": cov["mean"],
-                     "min": cov["min"], "max": cov["max"], "share_within": float(np.mean(within)),
-                     "target": target_coverage, "tolerance": coverage_tolerance}
-  out["met"] = out["mcc"]["met"] and out["coverage"]["met"]
-  return out
-
-
-def format_verdict(v: Mapping[str, Any]) -> str:
-  """A table of each method at its validation-chosen layer with both intervals, and the hypothesis lines."""
-  pct = f"{100 * v['level']:.0f}%"
-  rows = []
-  for m, r in v["methods"].items():
-    lo, hi = r["mcc_ci_nested"]
-    alo, ahi = r["ap_ci_nested"]
-    rows.append([METHOD_NAMES.get(m, m), str(r["layer"]), _f(r["validation_mcc"]),
-                 _ci({"spread": {"mcc_mean": r["mcc"]}}, "mcc_mean"), f"[{_f(lo)}, {_f(hi)}]",
-                 _ci({"spread": {"ap_mean": r["ap"]}}, "ap_mean"), f"[{_f(alo)}, {_f(ahi)}]",
-                 "-" if r["coverage"] is None else _range({"spread": {"coverage": r["coverage"]}}, "coverage"),
-                 "-" if r["abstention"] is None else _range({"spread": {"abstention": r["abstention"]}}, "abstention")])
-  table = markdown_table(rows, ["method", "layer (validation)", "validation MCC",
-                                f"test mean MCC [{pct} CI, re-splits]", f"{pct} CI, re-splits x entities",
-                                f"test mean AP [{pct} CI, re-splits]", f"{pct} CI, re-splits x entities",
-                                "coverage (range)", "abstention (range)"])
-  lines = [table, ""]
-  mcc, cov = v.get("mcc"), v.get("coverage")
-  if mcc is None:
-    lines.append("hypothesis: not evaluated (needs sAwMIL and at least one baseline)")
-    return "\n".join(lines)
-  ref, base = METHOD_NAMES.get(mcc["reference"], mcc["reference"]), METHOD_NAMES.get(mcc["best_baseline"],
-                                                                                     mcc["best_baseline"])
-  lo, hi = mcc["difference_ci"]
-  lines.append(f"- {ref} at its best layer >= the best baseline at its best layer on mean MCC: "
-               f"{'MET' if mcc['met'] else 'NOT MET'} ({_f(mcc['reference_mcc'])} vs {base} "
-               f"{_f(mcc['baseline_mcc'])}; difference {mcc['difference']:+.3f}, {pct} CI [{lo:+.3f}, {hi:+.3f}]"
-               f"{', excludes 0' if mcc['separated'] else ', includes 0'}; {v['resplits']} re-split(s))")
-  lines.append(f"- {ref} conformal coverage within {cov['tolerance']:.2f} of {cov['target']:.2f} over re-splits: "
-               f"{'MET' if cov['met'] else 'NOT MET'} (mean {_f(cov['mean'])}, range {_f(cov['min'])}-"
-               f"{_f(cov['max'])}, {100 * cov['share_within']:.0f}% of re-splits within)")
-  lines.append(f"- both: {'MET' if v['met'] else 'NOT MET'}")
-  return "\n".join(lines)
-
-
-def transfer_at_best(src_layers: Mapping[int, Mapping[str, dict]], transfer_layers: Mapping[int, Mapping[str, dict]],
-                     dst_layers: Mapping[int, Mapping[str, dict]], methods: Sequence[str]) -> dict[str, dict]:
-  """Generalisation: each method at its layer chosen on the source dataset's validation split, scored on
-  the target dataset's test split (`transfer_layers`, aggregated), beside the source's own test number at
-  that layer and the target's in-domain number at the target's validation-chosen layer."""
-  best_src, best_dst = best_layers(src_layers, methods), best_layers(dst_layers, methods)
-  out = {}
-  for m in methods:
-    l = best_src[m]
-    out[m] = {"layer": l, "transfer": transfer_layers[l][m], "source_test": src_layers[l][m],
-              "target_layer": best_dst[m], "target_in_domain": dst_layers[best_dst[m]][m]}
-  return out
-
-
-def format_transfer_table(rows: Mapping[str, dict]) -> str:
-  """Markdown of `transfer_at_best`: mean MCC and AP (intervals over re-splits)."""
-  return markdown_table(
-      [[METHOD_NAMES.get(m, m), str(r["layer"]), _ci(r["source_test"], "mcc_mean"), _ci(r["transfer"], "mcc_mean"),
-        _ci(r["transfer"], "ap_mean"), f"{_ci(r['target_in_domain'], 'mcc_mean')} (layer {r['target_layer']})"]
-       for m, r in rows.items()],
-      ["method", "layer (source validation)", "source test MCC", "target test MCC", "target test AP",
-       "target in-domain MCC"])
-
-
-def plot_layers(per_layer, methods, classes, label_names, path: str, title: str = "", *,
-                target_coverage: float | None = None, coverage_tolerance: float = 0.03) -> str:
-  """PNG: (left) test mean one-vs-all MCC per layer and method, with its interval over re-splits as a band
-  and the validation-chosen layer starred; (right) sAwMIL's (else the first method's) per-class MCC,
-  conformal coverage (band: range over re-splits; shaded: the target +- tolerance) and abstention."""
+def plot_layers(per_layer, methods, classes, label_names, path: str, title: str = "") -> str:
+  """PNG: (left) mean one-vs-all MCC per layer and method; (right) sAwMIL's per-class MCC, coverage and
+  abstention per layer (or the first method's when sAwMIL is absent)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   layers = sorted(per_layer)
-  try:
-    best = best_layers(per_layer, methods)
-  except ValueError:
-    best = {}
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for m in methods:
-    line, = ax1.plot(layers, [per_layer[l][m]["mcc_mean"] for l in layers], marker="o", ms=3,
-                     label=METHOD_NAMES.get(m, m))
-    sp = [_get(per_layer[l][m], ("spread", "mcc_mean")) for l in layers]
-    if all(s is not None and s["n"] > 1 for s in sp):
-      ax1.fill_between(layers, [s["lo"] for s in sp], [s["hi"] for s in sp], color=line.get_color(), alpha=0.15)
-    if m in best:
-      ax1.plot([best[m]], [per_layer[best[m]][m]["mcc_mean"]], marker="*", ms=13, color=line.get_color(),
-               markeredgecolor="k")
-  n = _get(per_layer[layers[0]][methods[0]], ("resplits",))
-  ax1.set(xlabel="layer (block output)", ylabel="mean one-vs-all MCC (test)",
-          title=(title or "probes per layer") + (f" ({n} re-splits, 95% band)" if n and n > 1 else ""))
+    ax1.plot(layers, [per_layer[l][m]["mcc_mean"] for l in layers], marker="o", label=METHOD_NAMES.get(m, m))
+  ax1.set(xlabel="layer (block output)", ylabel="mean one-vs-all MCC (test)", title=title or "probes per layer")
   ax1.axhline(0.0, color="grey", lw=0.5)
-  ax1.legend(fontsize=8, title="* layer chosen on validation", title_fontsize=7)
+  ax1.legend(fontsize=8)
   main = "sawmil" if "sawmil" in methods else methods[0]
   for k in classes:
-    ax2.plot(layers, [per_layer[l][main]["per_class"][k]["mcc"] for l in layers], marker="o", ms=3,
+    ax2.plot(layers, [per_layer[l][main]["per_class"][k]["mcc"] for l in layers], marker="o",
              label=f"MCC {label_names[k]}")
   ax2.plot(layers, [per_layer[l][main]["conformal"]["binary_coverage_mean"] for l in layers], "k--",
            label="conformal coverage")
-  sp = [_get(per_layer[l][main], ("spread", "coverage")) for l in layers]
-  if all(s is not None and s["n"] > 1 for s in sp):
-    ax2.fill_between(layers, [s["min"] for s in sp], [s["max"] for s in sp], color="k", alpha=0.1)
-  if target_coverage is not None:
-    ax2.axhspan(target_coverage - coverage_tolerance, target_coverage + coverage_tolerance, color="g", alpha=0.1)
   ax2.plot(layers, [per_layer[l][main]["conformal"]["ova_abstention"] for l in layers], "k:", label="abstention")
   ax2.set(xlabel="layer (block output)", ylim=(-0.2, 1.05), title=f"{METHOD_NAMES.get(main, main)} per class")
   ax2.legend(fontsize=8)
