@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from tests.train import nan_sft
 from flax import nnx
 
 from experiments.configs import sft as sft_configs
@@ -69,51 +71,8 @@ def test_rows_of_a_log_window_are_the_mean_of_its_steps(setup, tmp_path):
 # -- a NaN between two saves is named exactly and never checkpointed ----------------------------------------
 
 
-class _MarkStep:
-  """Marks the batch of step `at` (1-based) with `inject_nan`; the count travels in the iterator state."""
-
-  def __init__(self, data, at: int):
-    self.data, self.at, self.count = data, at, 0
-
-  @property
-  def num_dropped(self):
-    return self.data.num_dropped
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = dict(next(self.data))
-    self.count += 1
-    batch["inject_nan"] = np.full((batch["input_ids"].shape[0],), int(self.count == self.at), np.int32)
-    return batch
-
-  def get_state(self):
-    return {**self.data.get_state(), "_count": self.count}
-
-  def set_state(self, state):
-    state = dict(state)
-    self.count = state.pop("_count")
-    self.data.set_state(state)
-
-
 def _nan_at(config, at: int):
-  def loss(graphdef):
-    inner = make_sft_loss_fn(graphdef)
-
-    def loss_fn(params, batch, rng):
-      value, metrics = inner(params, batch, rng)
-      return value + jnp.where(jnp.any(batch["inject_nan"] > 0), jnp.nan, 0.0), metrics
-
-    return loss_fn
-
-  def data(tok):
-    tc = config.train
-    return _MarkStep(make_train_iterator(
-        JsonlSource(config.data.train_path), functools.partial(tokenize_record, tokenizer=tok, max_length=tc.seq_len),
-        global_batch_size=tc.batch_size, seq_len=tc.seq_len, seed=config.seed, pad_id=tok.pad_token_id), at)
-
-  return sft.method().replace(loss=loss, data=data)
+  return nan_sft.with_nan(sft.method(), config, None, at)
 
 
 def test_nan_between_saves_names_its_step_and_the_last_checkpoint_is_finite(setup, tmp_path):

@@ -1,17 +1,7 @@
 """Implicit PRM: train outcome reward models r = beta log pi/pi_ref and evaluate their free process rewards.
 
-  python -m experiments.implicit_prm --config=experiments/configs/implicit_prm.py:toy --workdir=/tmp/iprm
-  python -m experiments.implicit_prm --config=experiments/configs/implicit_prm.py:llama8b \
-      --config.model.path=/ckpt/Llama-3.1-8B-Instruct --config.data.train_path=rollouts.jsonl \
-      --config.eval.processbench_dir=../shared/data/processbench --workdir=/runs/iprm
-
-Toy (`world.name=arithmetic`): sample -> label by final answer -> train one
-PRM per `prm.losses` -> best-of-n and first-error F1 on held-out problems.
-Real checkpoints: train on `data.train_path` (outcome or stepwise JSONL, see
-`pragjax.methods.prm.data`), then ProcessBench with a threshold tuned per split.
-Each PRM trains in WORKDIR/<loss>; a killed run resumes there. The toy's sampled solutions are kept in
-WORKDIR/train_samples.json and eval_samples.json (`pragjax.data.cache`) and reused by a rerun that would sample
-the same.
+The run behind `python -m experiments.implicit_prm` (usage, variants and outputs: its docstring and
+`experiments/configs/implicit_prm.py`).
 """
 
 import functools

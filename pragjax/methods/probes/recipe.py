@@ -1,15 +1,7 @@
 """Truth probes (sAwMIL and baselines, conformal three-way prediction) per layer of a model.
 
-  python -m experiments.truth_probes --config=experiments/configs/truth_probes.py:toy --workdir=/tmp/truth_toy
-  python -m experiments.truth_probes --config=experiments/configs/truth_probes.py:trilemma \
-      --config.model.path=/ckpt/Meta-Llama-3-8B --workdir=/tmp/truth_trilemma
-
-Collects activation bags of every statement (WORKDIR/bags/<dataset>/, reused
-by a rerun with the same model, layers and statements), splits each dataset
-by entity into train / calibration / test, fits the probes of
-`probe.methods` one-vs-all per layer, and writes WORKDIR/results.json, one
-PNG per dataset (per-layer MCC, coverage, abstention) and prints the tables.
-Probes trained on one dataset are also scored on the others' test splits.
+The run behind `python -m experiments.truth_probes` (usage, variants and outputs: its docstring and
+`experiments/configs/truth_probes.py`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """SAMI: iterate sample -> train on the C x C InfoNCE bound -> evaluate, and report win rate, MI bound, length.
 
-  python -m experiments.sami --config=experiments/configs/sami.py:toy --workdir=/tmp/sami
-  launch/gpu_node.sh sami --config=experiments/configs/sami.py:mistral7b \
-      --config.model.path=/ckpt/Mistral-7B-v0.1 --config.data.queries_path=tldr.jsonl \
-      --config.sami.constitutions_dir=../shared/data/sami/constitutions_mistral --workdir=/runs/sami
-
-Toy (`world.name=sami`): queries, principles and the programmatic judge of
-the principles world. Files: queries from `data.queries_path` (held out by
-hash), principles from `sami.constitutions_dir`, the log-probability judge.
-Rerunning the same command resumes (see `pragjax.methods.sami.iterate`).
+The run behind `python -m experiments.sami` (usage, variants and outputs: its docstring and
+`experiments/configs/sami.py`).
 """
 
 import os

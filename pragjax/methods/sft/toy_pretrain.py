@@ -1,18 +1,7 @@
 """Pretrains the built-in toy model on a toy world's corpus.
 
-  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:arithmetic \
-      --workdir=/tmp/pretrain_arithmetic [--config.ship=True]
-  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:knowledge \
-      --workdir=/tmp/pretrain_knowledge [--config.ship=True]
-  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:priming \
-      --workdir=/tmp/pretrain_priming [--config.ship=True]
-  python -m experiments.pretrain_toy --config=experiments/configs/pretrain_toy.py:sami \
-      --workdir=/tmp/pretrain_sami [--config.ship=True]
-
-Prints the final loss against the corpus's unigram entropy and what the model
-learnt (arithmetic: held-out accuracy; knowledge: fact recall and verdicts;
-sami: how often sampled answers follow their rules, against chance);
-with `ship`, copies WORKDIR/hf into the package's assets.
+The run behind `python -m experiments.pretrain_toy` (usage, variants and outputs: its docstring and
+`experiments/configs/pretrain_toy.py`).
 """
 
 import os
