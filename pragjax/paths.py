@@ -119,6 +119,8 @@ def shared_data_dir() -> str:
 def fetch_dir(path) -> str:
   """A local directory holding the files under `path`: `path` itself when local, else a fresh temporary copy
   of the objects under the URI (e.g. an exported HF directory to load; the caller may delete it)."""
+  if not str(path):
+    raise ValueError("fetch_dir: empty path (an empty path would resolve to the working directory)")
   source = resolve(path)
   if not is_uri(source):
     return str(source)

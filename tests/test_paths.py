@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from pragjax import paths
 
 
@@ -25,3 +27,8 @@ def test_shared_data_dir_follows_the_environment(monkeypatch, tmp_path):
   assert paths.shared_data_dir() == str(tmp_path)
   monkeypatch.delenv("PRAGJAX_SHARED_DATA")
   assert paths.shared_data_dir().endswith(os.path.join("shared", "data"))
+
+
+def test_fetch_dir_refuses_an_empty_path():
+  with pytest.raises(ValueError, match="empty path"):
+    paths.fetch_dir("")

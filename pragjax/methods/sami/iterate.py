@@ -161,7 +161,7 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       if k == 0:
         model = training.load_model(config, "")
       else:
-        current = training.load_model(config, paths.fetch_dir(prev_path))
+        current = training.load_model(config, paths.fetch_dir(prev_path) if prev_path else "")
         groups_path = paths.join(d, "train_groups.json")
         if _exists(groups_path):
           groups = [Group.from_json(g) for g in _read_json(groups_path)]
