@@ -65,6 +65,7 @@ def setup_torch(threads: int = TORCH_THREADS):
 
 def build_pragjax(cfg, seed: int = 0):
   from flax import nnx
+
   from pragjax.models import Decoder
 
   return Decoder(cfg, rngs=nnx.Rngs(seed))

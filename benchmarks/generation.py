@@ -17,13 +17,20 @@ import argparse
 import time
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import (
-    bench_config, build_pair, load_snapshot, machine_info, markdown_table, paired_timings,
-    speedups, summary, verdict, write_json,
-)
-
 import jax
 import numpy as np
+from common import (
+  bench_config,
+  build_pair,
+  load_snapshot,
+  machine_info,
+  markdown_table,
+  paired_timings,
+  speedups,
+  summary,
+  verdict,
+  write_json,
+)
 
 
 def parse_args(argv=None):

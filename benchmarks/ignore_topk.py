@@ -34,12 +34,11 @@ import argparse
 import statistics
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import load_snapshot, machine_info, markdown_table, paired_timings, summary, write_json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import load_snapshot, machine_info, markdown_table, paired_timings, summary, write_json
 
 FRACTION = 0.08
 
@@ -70,6 +69,7 @@ def toy_model():
 
 def model_100m():
   from flax import nnx
+
   from pragjax.models import Decoder, ModelConfig
 
   cfg = ModelConfig(model_type="llama", vocab_size=16000, hidden_size=768, intermediate_size=2048,
@@ -100,8 +100,8 @@ def variants(args) -> dict:
 
 
 def bench_overhead(model, batch: dict, args, repeats: int) -> dict:
-  from pragjax.train import init_train_state, make_train_step
   from pragjax.methods.sft.loss import make_sft_loss_fn
+  from pragjax.train import init_train_state, make_train_step
 
   txs = {k: optax.chain(optax.adamw(1e-4), t) for k, t in variants(args).items()}
   graphdef, state = init_train_state(model, txs["baseline"])
@@ -135,6 +135,7 @@ def adam_update(model, batch: dict, steps: int = 3):
   constant, m_hat / sqrt(v_hat) rounds to +-1 and most magnitudes tie at
   lr: approx then zeroes whole tie blocks.)"""
   from flax import nnx
+
   from pragjax.methods.sft.loss import make_sft_loss_fn
 
   graphdef, params = nnx.split(model, nnx.Param)

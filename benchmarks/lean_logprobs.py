@@ -37,14 +37,20 @@ import argparse
 import os
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import (
-    bench_config, load_snapshot, machine_info, markdown_table, paired_timings, speedups, summary,
-    verdict, write_json,
-)
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import (
+  bench_config,
+  load_snapshot,
+  machine_info,
+  markdown_table,
+  paired_timings,
+  speedups,
+  summary,
+  verdict,
+  write_json,
+)
 from flax import nnx
 
 PASSES = ("score", "train")

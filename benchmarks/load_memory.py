@@ -175,6 +175,7 @@ def child_save(args) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, ROOT)
   from flax import nnx
+
   from pragjax.models import Decoder, ModelConfig, save_hf
 
   cfg = model_config(args, ModelConfig)

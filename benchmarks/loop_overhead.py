@@ -47,10 +47,9 @@ import tempfile
 import time
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import ROOT, load_snapshot, machine_info, markdown_table, summary, write_json
-
 import jax
 import jax.numpy as jnp
+from common import ROOT, load_snapshot, machine_info, markdown_table, summary, write_json
 
 OLD_REV = "0aea673"  # the loop before metrics stayed on the device
 

@@ -16,13 +16,21 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import (
-    bench_config, build_pair, jit_forward, load_snapshot, machine_info, markdown_table,
-    paired_timings, speedups, summary, verdict, write_json,
-)
-
 import jax
 import numpy as np
+from common import (
+  bench_config,
+  build_pair,
+  jit_forward,
+  load_snapshot,
+  machine_info,
+  markdown_table,
+  paired_timings,
+  speedups,
+  summary,
+  verdict,
+  write_json,
+)
 
 
 def parse_args(argv=None):

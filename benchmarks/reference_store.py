@@ -37,11 +37,10 @@ import tempfile
 import time
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import bench_config, load_snapshot, machine_info, markdown_table, paired_timings, summary, write_json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import bench_config, load_snapshot, machine_info, markdown_table, paired_timings, summary, write_json
 from flax import nnx
 
 MB = 2.0**20
@@ -113,10 +112,10 @@ def main(argv=None):
     os.sched_setaffinity(0, cores)
   from pragjax.data.pipeline import make_train_iterator
   from pragjax.models import Decoder
+  from pragjax.models.logprobs import batch_token_logprobs
   from pragjax.optim import make_optimizer
   from pragjax.train import init_train_state, make_train_step
   from pragjax.train import reference_store as rs
-  from pragjax.models.logprobs import batch_token_logprobs
 
   info = machine_info()
   info["cores_used"] = cores

@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import machine_info, markdown_table, write_json  # noqa: E402
 from experiments.configs import sami as configs  # noqa: E402
+from pragjax.methods.sami import iterate, scoring  # noqa: E402
 from pragjax.methods.sami import toy_eval as sami_toy  # noqa: E402
 from pragjax.methods.sami import training as sami_training  # noqa: E402
-from pragjax.methods.sami import iterate, scoring  # noqa: E402
 from pragjax.toyworld import sami as world  # noqa: E402
 from pragjax.train import runner  # noqa: E402
 

@@ -44,14 +44,21 @@ if "--gpu-1b" in sys.argv:  # let jax see the GPU (common defaults JAX_PLATFORMS
   os.environ.setdefault("JAX_PLATFORMS", "")
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
-from common import (
-    bench_config, build_pair, load_snapshot, machine_info, markdown_table, paired_timings,
-    speedups, summary, verdict, write_json,
-)
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import (
+  bench_config,
+  build_pair,
+  load_snapshot,
+  machine_info,
+  markdown_table,
+  paired_timings,
+  speedups,
+  summary,
+  verdict,
+  write_json,
+)
 
 VARIANTS = ("lean", "full")
 
@@ -114,9 +121,9 @@ def fresh_state(model, tx):
 
 def pragjax_runner(model, batch: dict, *, lean: bool, lr: float, chunk_size: int):
   """`run() -> loss` performing one donated train step on threaded state."""
+  from pragjax.methods.sft.loss import make_sft_loss_fn
   from pragjax.optim import make_optimizer
   from pragjax.train import make_train_step
-  from pragjax.methods.sft.loss import make_sft_loss_fn
 
   tx = make_optimizer({"name": "adamw", "lr": lr})
   graphdef, state = fresh_state(model, tx)
@@ -229,9 +236,10 @@ def time_steps(run, warmup: int, repeats: int) -> list[float]:
 
 
 def bench_gpu_1b_once(args, attn: str) -> dict:
+  from flax import nnx
+
   from pragjax.models import Decoder
   from pragjax.train.flops import device_peak_flops, train_flops_per_token
-  from flax import nnx
 
   cfg = gpu_1b_config(attn)
   model = Decoder(cfg, rngs=nnx.Rngs(0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, Bool
+from jaxtyping import Array, Bool, Float, Int
 
 __all__ = [
     "token_logprobs",

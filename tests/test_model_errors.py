@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pragjax.models import CheckpointError, ConfigError, Decoder, ModelConfig, load_hf, save_hf
-from pragjax.models import safetensors_io
+from pragjax.models import CheckpointError, ConfigError, Decoder, ModelConfig, load_hf, safetensors_io, save_hf
 from pragjax.models.tokenizer import TokenizerError, build_word_level_tokenizer, check_vocab
 
 

@@ -1,7 +1,6 @@
 """Loading onto 8 simulated CPU devices: really sharded, same logits."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

@@ -86,8 +86,8 @@ def test_greedy_chat_answers_are_token_identical(ours, theirs):
 def test_truth_probes_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
   """`truth_probes.py:smollm2` on 80 statements per trilemma dataset, two blocks, fixed C."""
   pytest.importorskip("tensorflow_datasets")
-  from pragjax.methods.probes import recipe as truth_probes
   from experiments.configs import truth_probes as configs
+  from pragjax.methods.probes import recipe as truth_probes
 
   c = configs.get_config("smollm2")
   assert c.model.path == real_builtins.SMOLLM2
@@ -108,8 +108,8 @@ def test_truth_probes_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
 
 def test_priming_smollm2_variant_runs_end_to_end(shared_data, tmp_path):
   """`priming.py:smollm2` on 2 English samples: priors, priming and memorization scores, ignore-top-8%."""
-  from pragjax.methods.priming import recipe as priming
   from experiments.configs import priming as configs
+  from pragjax.methods.priming import recipe as priming
 
   c = configs.get_config("smollm2")
   assert c.model.path == real_builtins.SMOLLM2 and c.world.name == "english"

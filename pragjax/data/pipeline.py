@@ -49,7 +49,8 @@ from typing import Any, Callable, Mapping, Sequence
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pragjax.data.collate import first_fit_row, pack_examples, pad_batch
 from pragjax.data.errors import DataError

@@ -43,7 +43,8 @@ from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pragjax import sharding as sharding_lib
 

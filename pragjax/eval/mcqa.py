@@ -82,14 +82,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from pragjax import ops
 from pragjax.data import collate
 from pragjax.data.errors import DataError
 from pragjax.data.jsonl import JsonlSource
 from pragjax.eval import batching
 from pragjax.eval.tables import markdown_table
-from pragjax import ops
 
 MODES = ("sum", "mean", "pmi", "letter")
 LETTERS = string.ascii_uppercase

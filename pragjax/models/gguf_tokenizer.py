@@ -61,7 +61,8 @@ from typing import Sequence
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
-from pragjax.models.tokenizer_base import TokenizerError, template_processing as _template_processing
+from pragjax.models.tokenizer_base import TokenizerError
+from pragjax.models.tokenizer_base import template_processing as _template_processing
 
 MODEL_KEY = "tokenizer.ggml.model"
 PRE_KEY = "tokenizer.ggml.pre"

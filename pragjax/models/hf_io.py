@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from pragjax import sharding as sharding_lib
 from pragjax.models.config import ModelConfig
 from pragjax.models.decoder import Decoder
-from pragjax.models.safetensors_io import SafetensorsFile, dtype_name, write_file
+from pragjax.models.safetensors_io import SafetensorsFile, write_file
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

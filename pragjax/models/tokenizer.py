@@ -37,7 +37,8 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from pragjax.models.tokenizer_base import TokenizerError, template_processing as _template_processing
+from pragjax.models.tokenizer_base import TokenizerError
+from pragjax.models.tokenizer_base import template_processing as _template_processing
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"

@@ -34,8 +34,8 @@ from flax import nnx
 
 from pragjax import paths
 from pragjax import sharding as sharding_lib
-from pragjax.data.jsonl import JsonlSource
 from pragjax.data.collate import tokenize_record
+from pragjax.data.jsonl import JsonlSource
 from pragjax.data.pipeline import make_train_iterator, to_global_arrays
 from pragjax.models import Decoder, GGUFFile, ModelConfig, load_gguf, load_hf, real_builtins, save_hf, toy_builtins
 from pragjax.models.tokenizer import Tokenizer, check_vocab
@@ -49,7 +49,6 @@ from pragjax.train.method import Method
 from pragjax.train.metrics import MetricWriter
 from pragjax.train.state import init_train_state, state_shardings
 from pragjax.train.step import make_train_step
-
 
 WorkdirError = workdir_lib.WorkdirError
 WorkdirLockedError = workdir_lib.WorkdirLockedError

@@ -51,7 +51,8 @@ def state_shardings(state: TrainState, mesh, rules=sharding_lib.DEFAULT_RULES):
   """Shardings for every leaf of `state`: parameters by their logical axes,
   optimizer moments like the parameter they belong to (matched by shape and
   path suffix), scalars and keys replicated."""
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   replicated = NamedSharding(mesh, P())
   param_sh = sharding_lib.param_shardings(state.params, mesh, rules)

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pragjax.methods.mcqa import recipe as entry
 from experiments.configs import mcqa as configs
 from pragjax import sharding as sharding_lib
 from pragjax.data.errors import DataError
 from pragjax.eval import mcqa
+from pragjax.methods.mcqa import recipe as entry
 from pragjax.models.tokenizer import Tokenizer
 from pragjax.train import runner
 

@@ -16,10 +16,11 @@ from flax import nnx
 
 from pragjax.data.collate import first_fit, pack_examples
 from pragjax.data.groups import GroupIterator
+from pragjax.methods.prm import data as prm_data
+from pragjax.methods.prm import training
 from pragjax.models import Decoder, ModelConfig
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.objectives import preference
-from pragjax.methods.prm import data as prm_data, training
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

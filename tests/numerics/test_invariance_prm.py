@@ -12,11 +12,11 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
+from pragjax.methods.prm import implicit
+from pragjax.methods.prm import steps as steps_lib
 from pragjax.models import Decoder, ModelConfig
-from pragjax.methods.prm import implicit, steps as steps_lib
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

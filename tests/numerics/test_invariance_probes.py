@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pragjax.models import Decoder, ModelConfig
 from pragjax.methods.probes import activations
+from pragjax.models import Decoder, ModelConfig
 from pragjax.toyworld import arithmetic
 
 TOK = arithmetic.tokenizer()

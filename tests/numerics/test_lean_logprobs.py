@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from pragjax import ops
-from pragjax.models import Decoder, ModelConfig
 from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn
+from pragjax.models import Decoder, ModelConfig
 
 
 def _model(**kw):

@@ -4,7 +4,6 @@ and compile counts under variable lengths."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -12,11 +11,11 @@ from flax import nnx
 from pragjax import ops
 from pragjax.data.collate import bucket_length, pack_examples, pad_batch, tokenize_record
 from pragjax.data.pipeline import make_train_iterator
+from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn, model_token_logprobs
 from pragjax.models import Decoder, ModelConfig, generate, sampling
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import arithmetic
 from pragjax.train import init_train_state, make_train_step
-from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn, model_token_logprobs
 
 TOK = arithmetic.tokenizer()
 

@@ -11,11 +11,11 @@ from flax import nnx
 from pragjax.data.collate import tokenize_record
 from pragjax.data.pipeline import make_train_iterator
 from pragjax.models import Decoder, ModelConfig
+from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import arithmetic
 from pragjax.train import init_train_state, make_train_step
 from pragjax.train import reference_store as rs
-from pragjax.models.logprobs import batch_token_logprobs
 
 TOK = arithmetic.tokenizer()
 CFG = ModelConfig(vocab_size=TOK.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -20,11 +20,11 @@ from flax import nnx  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from pragjax import sharding  # noqa: E402
+from pragjax.methods.sft.loss import make_sft_loss_fn  # noqa: E402
 from pragjax.models import Decoder, ModelConfig  # noqa: E402
 from pragjax.optim import make_optimizer  # noqa: E402
 from pragjax.train import Checkpointer, init_train_state, make_train_step, state_shardings  # noqa: E402
 from pragjax.train.distributed import initialize_from_env  # noqa: E402
-from pragjax.methods.sft.loss import make_sft_loss_fn  # noqa: E402
 
 
 def batches():

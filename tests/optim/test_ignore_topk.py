@@ -10,14 +10,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pragjax import sharding
+from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.models import Decoder, ModelConfig
 from pragjax.optim import ignore_topk, make_optimizer, num_pruned, prune_delta, prune_topk, topk_masks
 from pragjax.optim.ignore_topk import approx_relative_error
 from pragjax.train import init_train_state, make_train_step
-from pragjax.methods.sft.loss import make_sft_loss_fn
 
 
 def ref_masks(leaves, fraction, scope="tensor"):

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import dpo as dpo_configs
-from pragjax.methods.preference import recipe
-from pragjax.methods.preference import toy
+from pragjax.methods.preference import recipe, toy
 from pragjax.toyworld import arithmetic
 from tests import hf_models
 
@@ -60,8 +59,8 @@ def _pragjax_losses(setup, workdir, *, loss, reduction, reference, optim, lr):
 
 
 def _trl_losses(setup, outdir, *, loss_type, optim, lr):
-  from transformers import AutoModelForCausalLM, AutoTokenizer
   from torch.utils.data import SequentialSampler
+  from transformers import AutoModelForCausalLM, AutoTokenizer
 
   tok = setup["tok"]
   bos, eos = tok.bos_token_id, tok.eos_token_id

@@ -15,8 +15,8 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
-from pragjax.methods.priming import recipe as priming  # noqa: E402
 from pragjax import sharding  # noqa: E402
+from pragjax.methods.priming import recipe as priming  # noqa: E402
 from pragjax.train.distributed import initialize_from_env  # noqa: E402
 
 

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pragjax.methods.priming import injection
 from pragjax.methods.priming import scores as scores
+from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import knowledge as kw
-from pragjax.methods.priming import injection
 from pragjax.train import runner
-from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.train.state import init_train_state
 
 

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from pragjax.methods.priming import recipe as priming
 from experiments.configs import priming as configs
 from pragjax import sharding
+from pragjax.methods.priming import recipe as priming
 from pragjax.models.tokenizer import train_bpe_tokenizer
 from tests import hf_models
 from tests.multiprocess import ROOT, free_port, worker_env

@@ -2,10 +2,10 @@
 
 import functools
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
-import jax
 
 from pragjax.methods.priming import scores as scores
 from pragjax.toyworld import knowledge as kw

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from pragjax.methods.priming import recipe as priming
 from experiments.configs import priming as configs
+from pragjax.methods.priming import recipe as priming
 
 
 @pytest.fixture(scope="module")

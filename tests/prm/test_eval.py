@@ -8,7 +8,6 @@ import pytest
 from pragjax.data.errors import DataError
 from pragjax.eval import best_of_n, math_answers, processbench
 
-
 # ---- ProcessBench ---------------------------------------------------------------------------------------------------
 
 def test_processbench_f1_hand_computed():

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pragjax.objectives import preference
 from pragjax.methods.prm import implicit
+from pragjax.objectives import preference
 
 
 def _log_sigmoid(x):

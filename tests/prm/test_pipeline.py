@@ -4,17 +4,19 @@ against a direct computation, and the short toy reproduction (needs the built-in
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from pragjax.methods.prm import recipe as implicit_prm
 from experiments.configs import implicit_prm as configs
+from pragjax.methods.prm import data as prm_data
+from pragjax.methods.prm import implicit, training
+from pragjax.methods.prm import recipe as implicit_prm
+from pragjax.methods.prm import scoring as prm_scoring
+from pragjax.methods.prm import steps as steps_lib
 from pragjax.models import load_hf
 from pragjax.models.tokenizer import train_bpe_tokenizer
-from pragjax.methods.prm import data as prm_data, implicit, scoring as prm_scoring, steps as steps_lib, training
 from tests import hf_models
 
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>{% endfor %}"

@@ -6,8 +6,8 @@ import tokenizers
 from tokenizers import models
 
 from pragjax.data.errors import DataError
-from pragjax.models.tokenizer import Tokenizer, build_word_level_tokenizer, train_bpe_tokenizer
 from pragjax.methods.prm import steps as steps_lib
+from pragjax.models.tokenizer import Tokenizer, build_word_level_tokenizer, train_bpe_tokenizer
 from pragjax.toyworld import arithmetic
 
 CHAT_TEMPLATE = (

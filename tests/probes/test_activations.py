@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
+from pragjax.methods.probes import activations
 from pragjax.models import load_hf
 from pragjax.models.tokenizer import train_bpe_tokenizer
-from pragjax.methods.probes import activations
 from tests import hf_models
 
 TEXTS = ["The city of Lima is in Peru.", "Oslo is not in Chile.", "Bavelo likes to eat rice.",

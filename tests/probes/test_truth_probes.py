@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from pragjax.methods.probes import recipe as truth_probes
 from experiments.configs import pretrain_toy as pretrain_configs
 from experiments.configs import truth_probes as configs
+from pragjax.methods.probes import recipe as truth_probes
 from pragjax.models.tokenizer import train_bpe_tokenizer
 from tests import hf_models
 

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from pragjax.methods.sami import recipe as sami
 from experiments.configs import sami as configs
-from pragjax.models.tokenizer import train_bpe_tokenizer
 from pragjax.methods.sami import queries as queries_lib
+from pragjax.methods.sami import recipe as sami
+from pragjax.models.tokenizer import train_bpe_tokenizer
 
 
 def _checkpoint(root, family: str) -> str:

@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from pragjax.data.groups import GroupIterator
+from pragjax.methods.sami import batches, constitutions, sampling, scoring, training
 from pragjax.models import Decoder, ModelConfig
 from pragjax.objectives.sami import sami_loss
-from pragjax.methods.sami import batches, constitutions, sampling, scoring, training
 from pragjax.toyworld import sami as world
 
 

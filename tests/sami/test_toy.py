@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from pragjax.methods.sami import recipe as sami
 from experiments.configs import sami as configs
+from pragjax.methods.sami import recipe as sami
 from pragjax.models import toy_builtins as builtin
 from pragjax.toyworld import sami as world
 

@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from tests.train import nan_sft
 from flax import nnx
 
 from experiments.configs import sft as sft_configs
@@ -27,6 +25,7 @@ from pragjax.train import checks, init_train_state, make_train_step, read_metric
 from pragjax.train.checkpoint import Checkpointer
 from pragjax.train.loop import NonFiniteLossError
 from pragjax.train.step import AheadOfTimeStep, memory_report
+from tests.train import nan_sft
 from tests.train.test_runs import setup  # noqa: F401  (the tiny model and data file)
 
 METRICS = ("loss", "grad_norm", "update_norm")

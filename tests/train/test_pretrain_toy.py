@@ -4,11 +4,11 @@ README states."""
 import numpy as np
 import pytest
 
-from pragjax.methods.sft import toy_pretrain as pretrain_toy
 from experiments.configs import pretrain_toy as configs
-from pragjax.toyworld import arithmetic_eval as arith_eval
+from pragjax.methods.sft import toy_pretrain as pretrain_toy
 from pragjax.models import toy_builtins as builtin
 from pragjax.toyworld import arithmetic
+from pragjax.toyworld import arithmetic_eval as arith_eval
 from pragjax.train import runner
 
 

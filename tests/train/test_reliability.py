@@ -24,10 +24,11 @@ from experiments.configs import priming as priming_configs
 from experiments.configs import sami as sami_configs
 from experiments.configs import sft as sft_configs
 from pragjax.data.errors import DataError
-from pragjax.train import checks, runner, workdir as workdir_lib
-from pragjax.train.checkpoint import Checkpointer, CheckpointRestoreError
 from pragjax.methods.sft import recipe as sft
 from pragjax.methods.sft.loss import make_sft_loss_fn
+from pragjax.train import checks, runner
+from pragjax.train import workdir as workdir_lib
+from pragjax.train.checkpoint import Checkpointer, CheckpointRestoreError
 from pragjax.train.loop import NonFiniteLossError, ResumeError
 from tests.train.test_runs import setup  # noqa: F401  (the tiny model and data file)
 

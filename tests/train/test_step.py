@@ -3,15 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
 from pragjax import sharding
+from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn
 from pragjax.models import Decoder, ModelConfig
 from pragjax.optim import make_optimizer
 from pragjax.train import init_train_state, make_train_step, state_shardings
-from pragjax.methods.sft.loss import batch_token_logprobs, make_sft_loss_fn
 
 CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)

@@ -18,6 +18,7 @@ from pragjax.data.jsonl import write_json
 from pragjax.eval import mcqa
 from pragjax.train import runner
 
+
 def _split(value: str) -> list[str]:
   return [x.strip() for x in str(value).split(",") if x.strip()]
 

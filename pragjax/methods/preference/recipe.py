@@ -52,8 +52,14 @@ from pragjax.data.groups import GroupIterator, collate_groups
 from pragjax.data.jsonl import write_json
 from pragjax.eval import batching
 from pragjax.methods.preference import data as pref_data
-from pragjax.methods.preference.loss import (LOSSES, REDUCTIONS, REF_KEY, make_dpo_loss_fn, make_ref_fn,
-                                             sequence_logprobs)
+from pragjax.methods.preference.loss import (
+  LOSSES,
+  REDUCTIONS,
+  REF_KEY,
+  make_dpo_loss_fn,
+  make_ref_fn,
+  sequence_logprobs,
+)
 from pragjax.objectives import preference
 from pragjax.train import checks, runner
 from pragjax.train import reference_store as store_lib

@@ -15,19 +15,19 @@ import numpy as np
 import optax
 from flax import nnx
 
+from pragjax import paths
+from pragjax import sharding as sharding_lib
 from pragjax.data import cache
 from pragjax.data.jsonl import read_jsonl, write_json
 from pragjax.eval import batching
 from pragjax.eval.tables import markdown_table
+from pragjax.methods.priming import injection
 from pragjax.methods.priming import scores as scores
+from pragjax.methods.sft.loss import make_sft_loss_fn
 from pragjax.optim import make_optimizer
 from pragjax.toyworld import knowledge as kw
 from pragjax.toyworld import priming as pw
-from pragjax.methods.priming import injection
 from pragjax.train import checks, runner
-from pragjax.methods.sft.loss import make_sft_loss_fn
-from pragjax import paths
-from pragjax import sharding as sharding_lib
 from pragjax.train.state import init_train_state, state_shardings
 
 # ---------------------------------------------------------------------------------------------- worlds

@@ -22,6 +22,7 @@ from pragjax.methods.prm import scoring as prm_scoring
 from pragjax.train import runner
 from pragjax.train.method import Method
 
+
 def _params(model):
   return nnx.state(model, nnx.Param)
 
@@ -46,7 +47,8 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
   Returns (loop result, the trained PRM, data stats).
   """
   from pragjax.data.errors import DataError
-  from pragjax.methods.prm import data as prm_data, training
+  from pragjax.methods.prm import data as prm_data
+  from pragjax.methods.prm import training
 
   tc, pc = config.train, config.prm
   examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold,
@@ -78,8 +80,8 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
 def run_toy(config, workdir: str, mesh, log=print) -> dict:
   """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
   from pragjax.eval import best_of_n
-  from pragjax.methods.prm import toy_eval as prm_toy
   from pragjax.methods.prm import implicit
+  from pragjax.methods.prm import toy_eval as prm_toy
   from pragjax.toyworld import arithmetic
 
   w, ev = config.world, config.eval
@@ -152,7 +154,8 @@ def format_first_error(report: dict, key: str = "first_error") -> str:
 def run_real(config, workdir: str, mesh, log=print) -> dict:
   """Train on `data.train_path` with every loss, then ProcessBench if `eval.processbench_dir` is set."""
   from pragjax.eval import processbench
-  from pragjax.methods.prm import data as prm_data, implicit, training
+  from pragjax.methods.prm import data as prm_data
+  from pragjax.methods.prm import implicit, training
 
   report = {"prms": {}}
   records = []

@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pragjax.eval import batching
-from pragjax.methods.prm import implicit, steps as steps_lib
+from pragjax.methods.prm import implicit
+from pragjax.methods.prm import steps as steps_lib
 
 
 def score_cases(scorer, policy_params, ref_params, tokenizer, cases: Sequence[Mapping], *,

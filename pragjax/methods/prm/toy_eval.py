@@ -15,10 +15,11 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-from pragjax.toyworld import arithmetic_eval as arith_eval
 from pragjax.eval import batching, best_of_n, processbench
-from pragjax.methods.prm import implicit, steps as steps_lib
+from pragjax.methods.prm import implicit
+from pragjax.methods.prm import steps as steps_lib
 from pragjax.toyworld import arithmetic
+from pragjax.toyworld import arithmetic_eval as arith_eval
 
 __all__ = ["sample_solutions", "outcome_records", "score_solutions", "first_error_labels", "value_first_error",
            "answer_classes",

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pragjax import ops
+from pragjax.methods.prm import data as prm_data
 from pragjax.models.logprobs import group_sequence_logprobs
 from pragjax.objectives import preference
-from pragjax.methods.prm import data as prm_data
 
 __all__ = ["sequence_logprobs", "make_ref_fn", "make_prm_loss_fn", "chat_template_flag"]
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from pragjax import paths
 from pragjax import sharding as sharding_lib
-from pragjax.methods.probes import activations, report
 from pragjax.data import cache
 from pragjax.data.jsonl import write_json
+from pragjax.methods.probes import activations, report
 from pragjax.train import runner
 
 LABELS = ("true", "false", "neither")

@@ -34,8 +34,9 @@ import numpy as np
 from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.jsonl import write_json
+from pragjax.methods.sami import batches, sampling, scoring, training
+from pragjax.methods.sami import constitutions as const_lib
 from pragjax.objectives.sami import per_query_loss
-from pragjax.methods.sami import batches, constitutions as const_lib, sampling, scoring, training
 
 INIT_FROM = ("previous", "base")
 

@@ -11,6 +11,7 @@ import numpy as np
 from pragjax.data.jsonl import write_json
 from pragjax.train import runner
 
+
 def _judge(config, meta_judge):
   """The configured judge: the world's programmatic one, or a local LM by log-probabilities."""
   from pragjax.eval import judges
@@ -38,8 +39,8 @@ def _judge(config, meta_judge):
 
 def _task(config):
   """(train queries, held-out queries, principle library, programmatic judge or None, world metrics, judge meta)."""
-  from pragjax.methods.sami import toy_eval as sami_toy
   from pragjax.methods.sami import constitutions, queries
+  from pragjax.methods.sami import toy_eval as sami_toy
   from pragjax.toyworld import sami as world
 
   sc = config.sami

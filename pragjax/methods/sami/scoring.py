@@ -23,8 +23,8 @@ import numpy as np
 from flax import nnx
 
 from pragjax import ops
-from pragjax.models.logprobs import batch_token_logprobs, group_sequence_logprobs
 from pragjax.methods.sami import batches as batches_lib
+from pragjax.models.logprobs import batch_token_logprobs, group_sequence_logprobs
 
 REDUCTIONS = ("mean", "sum")
 

@@ -10,17 +10,16 @@ import shutil
 import numpy as np
 
 from pragjax.eval.tables import markdown_table
-from pragjax.toyworld import arithmetic_eval as arith_eval
-from pragjax.toyworld import knowledge_eval as knowledge_eval
 from pragjax.methods.sami import toy_eval as sami_toy
+from pragjax.methods.sft import recipe as sft
 from pragjax.models import toy_builtins as builtin
 from pragjax.toyworld import arithmetic
+from pragjax.toyworld import arithmetic_eval as arith_eval
 from pragjax.toyworld import knowledge as kw
+from pragjax.toyworld import knowledge_eval as knowledge_eval
 from pragjax.toyworld import priming as priming_world
 from pragjax.toyworld import sami as sami_world
-from pragjax.methods.sft import recipe as sft
 from pragjax.train import runner
-
 
 
 def _train(config, workdir: str, tok, docs: list[str], records: list[dict] | None = None):
