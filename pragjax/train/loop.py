@@ -276,6 +276,7 @@ def run(
     eval_every: int = 0,
     profile_steps: tuple[int, int] | None = None,
     profile_dir: str | None = None,
+    before_batch: Callable[[Any], None] | None = None,
 ) -> LoopResult:
   """Trains until `num_steps` (a total, not an increment). See the module docstring.
 
@@ -294,6 +295,11 @@ def run(
     steps_flag: how the user sets `num_steps`, e.g. `--config.train.steps=100` (for the message when the
       checkpoint is past it).
     profile_steps, profile_dir: trace steps `first..last` (inclusive) with `jax.profiler` into `profile_dir`.
+    before_batch: called with the current state before each `next(data)` (a data source that samples from the
+      policy being trained reads the parameters there, `pragjax.train.rollout`).
+
+  A data source with a `metrics()` method (e.g. the rollout source's reward and lengths) adds its values to
+  every metrics row.
   """
   if num_steps < 1 or log_every < 1:
     raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be >= 1")
@@ -320,6 +326,8 @@ def run(
   try:
     with _Signals() as sig:
       while step < num_steps:
+        if before_batch is not None:
+          before_batch(state)
         batch = next(data)
         tokens = int(np.sum(batch["attention_mask"])) * jax.process_count()
         trace.before(step + 1)
@@ -357,6 +365,8 @@ def run(
           last["tokens_per_sec"] = window_tokens / dt
           if hasattr(data, "num_dropped"):  # records whose targets were all truncated away
             last["dropped_examples"] = float(data.num_dropped)
+          if hasattr(data, "metrics"):
+            last.update(data.metrics())
           if flops_per_token and peak_flops:
             last["mfu"] = last["tokens_per_sec"] * flops_per_token / (peak_flops * jax.device_count())
           last.update(evaluated)
@@ -366,6 +376,10 @@ def run(
             post = {"loss": f"{last['loss']:.4f}", "tok/s": f"{last['tokens_per_sec']:.0f}"}
             if "mfu" in last:
               post["mfu"] = f"{100 * last['mfu']:.1f}%"
+            for key, name in (("rollout/reward", "reward"), ("rollout/accuracy", "acc"), ("kl", "kl"),
+                              ("clip_fraction", "clip")):
+              if key in last:
+                post[name] = f"{last[key]:.3f}"
             bar.set_postfix(post, refresh=False)
           window, checked, window_tokens, window_t0 = [], 0, 0, time.perf_counter()
         elif evaluated:

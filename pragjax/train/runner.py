@@ -302,6 +302,7 @@ def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps
           peak_flops=device_peak_flops(dtype), progress=tc.progress, steps_flag=steps_flag,
           evaluators=evaluators, eval_every=int(tc.get("eval_every", 0) or 0),
           profile_steps=profile, profile_dir=profile_dir if profile is not None else None,
+          before_batch=_model_observer(data, graphdef),
       )
     finally:
       checkpointer.close()
@@ -318,6 +319,19 @@ def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps
         if jax.process_index() == 0:
           tok.save(hf_dir)
   return result, out
+
+
+def _model_observer(data, graphdef):
+  """For a data source that samples from the policy (`wants_model()` / `observe_model(model)`, the rollout
+  source): hands it the current parameters as a model, only when it is about to sample. None for other sources."""
+  if not (hasattr(data, "wants_model") and hasattr(data, "observe_model")):
+    return None
+
+  def observe(state):
+    if data.wants_model():
+      data.observe_model(nnx.merge(graphdef, state.params))
+
+  return observe
 
 
 def _loop_evaluator(evaluator, graphdef):
