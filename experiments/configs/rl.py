@@ -5,7 +5,8 @@ Variants:
             checker as reward (1 = right final answer), 48 rollouts of 16 prompts x 8 responses, one
             on-policy step each; held-out greedy accuracy on 256 held-out problems before, every 8 steps
             and after. A few minutes on 2 CPU cores; no files needed.
-  ci        the same path at test size (3 rollouts of 4 prompts x 4 responses, 16 held-out problems).
+  ci        the same path at test size (3 rollouts of 4 prompts x 4 responses, 16 held-out problems; the
+            step-shaped reward, so that rewards vary within a group even when no answer is right).
   qwen_math7b  a local Qwen2.5-Math-7B (or any causal LM) directory on one 8-GPU node (fsdp=8, bfloat16
             compute, float32 parameters and optimizer) on {prompt, answer} JSONL (GSM8K / MATH style,
             math-answer reward): 64 prompts x 8 responses per rollout in 4 minibatches; set
@@ -63,7 +64,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
   if arg == "toy":
     pass
   elif arg == "ci":
-    c.rl.update(rollouts=3, group_size=4, prompts_per_rollout=4, max_new_tokens=24)
+    c.rl.update(rollouts=3, group_size=4, prompts_per_rollout=4, step_weight=1.0)  # shaped: rewards vary in a group
     c.world.update(prompts=32, eval_problems=16)
     c.eval.batch_size = 16
     c.train.update(log_every=1, checkpoint_every=1, eval_every=0, progress=False)

@@ -192,17 +192,18 @@ class RolloutSource:
     if self._model is None:
       raise RuntimeError("RolloutSource: no model to sample from; the loop hands it over with observe_model")
     prompt_ids = [self._encode_prompt(i) for i in indices]
-    # One compiled shape: every generate call gets `chunk` prompts (a short draw repeats its last prompt, whose
+    # One compiled shape: every generate call gets `chunk` prompts rounded up to the mesh's batch shards (a short draw repeats its last prompt, whose
     # samples are dropped), left padded to seq_len - max_new_tokens.
     chunk = self._sample_batch or self._p
+    rows = batching.chunk_rows(chunk)  # a multiple of the mesh's batch shards
     width = self._t - self._new
     toks, lps, lens = [], [], []
     for start in range(0, len(indices), chunk):
       part = prompt_ids[start:start + chunk]
       real = len(part)
-      part = part + [part[-1]] * (chunk - real)
-      ids = np.full((chunk, width), self._tok.pad_token_id or 0, np.int32)
-      mask = np.zeros((chunk, width), np.int32)
+      part = part + [part[-1]] * (rows - real)
+      ids = np.full((rows, width), self._tok.pad_token_id or 0, np.int32)
+      mask = np.zeros((rows, width), np.int32)
       for r, p in enumerate(part):  # left padded: the sampler reads positions from the mask
         ids[r, width - len(p):], mask[r, width - len(p):] = p, 1
       ids, mask = batching.place((ids, mask))

@@ -155,9 +155,12 @@ def method(config, prompts: Sequence[Mapping], reward_fn, *, evaluators: Sequenc
 
 
 def _advantages(rewards: np.ndarray, *, group_size: int, scale: str, baseline: str) -> np.ndarray:
-  with jax.default_device(jax.devices("cpu")[0]):
-    return np.asarray(rl_objectives.group_advantages(rewards, group_size=group_size, scale=scale,
-                                                     baseline=baseline))
+  """`group_advantages` on the host's rewards, computed on this process's first device (outside the global mesh,
+  whose other processes' devices this process cannot address)."""
+  local = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), ("host",))
+  with jax.set_mesh(local):
+    x = jax.device_put(np.asarray(rewards, np.float32), jax.local_devices()[0])
+    return np.asarray(rl_objectives.group_advantages(x, group_size=group_size, scale=scale, baseline=baseline))
 
 
 def check_config(config) -> None:
