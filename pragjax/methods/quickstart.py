@@ -65,10 +65,12 @@ def implicit_prm_row(workdir: str) -> list[dict]:
 
 
 def truth_probes_row(workdir: str) -> list[dict]:
-  """Truth probes on the built-in knowledge model: one layer (block 2) and a fixed C = 0.1 for every probe
-  (the full `truth_probes.py:toy` run sweeps every layer and cross-validates C)."""
+  """Truth probes on the built-in knowledge model: one layer (block 2), one entity-disjoint split and a fixed
+  C = 0.1 for every probe (the full `truth_probes.py:toy` run sweeps every layer, chooses each method's layer
+  on validation and cross-validates C)."""
   config = truth_probes_configs.get_config("toy")
   config.probe.update(layers="2", C=0.1)
+  config.split.num_resplits = 1
   config.report.plot = False
   out = truth_probes.run(config, os.path.join(workdir, "truth_probes"), log=lambda *_: None)
   res = out["datasets"]["knowledge"]["layers"][2]
@@ -205,3 +207,25 @@ def dpo_row(workdir: str) -> list[dict]:
 
 
 ROWS["dpo"] = dpo_row
+
+
+def grpo_row(workdir: str) -> list[dict]:
+  """GRPO on the arithmetic world (`rl.py:toy`): 48 rollouts of 16 prompts x 8 responses from the shipped model, the
+  world's checker as reward; held-out greedy accuracy on 256 held-out problems before and after."""
+  from experiments.configs import rl as rl_configs
+  from pragjax.methods.rl import recipe as rl
+
+  config = rl_configs.get_config("toy")
+  config.train.progress = False
+  _, _, report = rl.run(config, os.path.join(workdir, "grpo"), log=lambda *_: None)
+  before, after = report["before"], report["after"]
+  name, n = "GRPO (arithmetic)", after["n"]
+  return [
+      {"experiment": name, "metric": "held-out greedy answer accuracy", "before": before["accuracy"],
+       "after": after["accuracy"], "n": n},
+      {"experiment": name, "metric": "held-out mean response length (tokens)", "before": before["response_length"],
+       "after": after["response_length"], "n": n},
+  ]
+
+
+ROWS["grpo"] = grpo_row
