@@ -93,7 +93,8 @@ def _rows(work):
 def test_one_device_eight_devices_and_two_processes_agree(tmp_path):
   one, eight, multi = (str(tmp_path / n) for n in ("one", "eight", "multi"))
   _wait(_popen(1, one))
-  _wait(_popen(8, eight))
+  assert jax.device_count() == 8  # this test session's simulated devices (tests/conftest.py)
+  recipe.run(_config(rollouts=2), eight, log=lambda *_: None)
   port = free_port()
   _wait(*[_popen(4, multi, PRAGJAX_COORDINATOR=f"127.0.0.1:{port}", PRAGJAX_NUM_PROCESSES="2",
                  PRAGJAX_PROCESS_ID=str(i)) for i in range(2)])
