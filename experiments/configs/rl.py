@@ -33,6 +33,7 @@ Fields beyond common.py (those marked "auto" take the algorithm's value when lef
   rl.sample_batch_size   prompts per generate call (0 = a whole draw at once)
   rl.step_weight         toy: reward + step_weight x the share of steps before the first wrong one
   rl.format_penalty      subtracted when a response has no readable final answer
+  rl.plot                write WORKDIR/learning_curve.png (held-out accuracy, rollout reward, response length)
   world.prompts          toy: training problems in the prompt stream
   world.eval_problems    toy: held-out problems scored greedily
   eval.batch_size        held-out prompts per generate call
@@ -52,7 +53,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
       algorithm="grpo", rollouts=48, group_size=8, prompts_per_rollout=16, epochs_per_rollout=1, minibatches=1,
       max_new_tokens=64, temperature=1.0, top_p=1.0, scale="", baseline="", normalize="", clip_low=-1.0,
       clip_high=-1.0, kl_coef=-1.0, filter_equal="", accuracy_min=0.0, accuracy_max=1.0, max_draws=4,
-      sample_batch_size=0, step_weight=0.0, format_penalty=0.0))
+      sample_batch_size=0, step_weight=0.0, format_penalty=0.0, plot=True))
   c.world = ConfigDict(dict(prompts=4096, eval_problems=256))
   c.eval = ConfigDict(dict(batch_size=128))
   # The toy's prompt + solution is at most 91 tokens with BOS and EOS; responses are capped at 64 new tokens.

@@ -40,6 +40,7 @@ from pragjax import paths
 from pragjax import sharding as sharding_lib
 from pragjax.data.errors import DataError
 from pragjax.data.jsonl import write_json
+from pragjax.methods.rl import report as rl_report
 from pragjax.methods.rl import rewards as rewards_lib
 from pragjax.methods.rl.loss import make_pg_loss_fn, make_ref_fn
 from pragjax.objectives import rl as rl_objectives
@@ -262,6 +263,10 @@ def _run(config, workdir: str, mesh, log):
   if heldout and not result.preempted:
     report["after"] = curve.get(result.step) or score(trained.model, trained.tokenizer)
   write_json(paths.join(workdir, "report.json"), report, indent=1)
+  if config.rl.get("plot", True) and jax.process_index() == 0:
+    report["plot"] = rl_report.plot_runs({rc.algorithm: workdir}, paths.join(workdir, "learning_curve.png"),
+                                         title=f"{rc.algorithm}: {report['prompts_per_rollout']} prompts x "
+                                               f"{report['group_size']} responses per rollout")
   return result, trained, report
 
 
