@@ -30,6 +30,13 @@ def _parse_rows(text: str) -> list[dict]:
   return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _unique_suffix() -> str:
+  """Event files are named by the second and the host; a writer opened within the same second as an earlier one
+  (a resume, a restart) would reuse, and truncate, its file without a suffix of its own. Nanoseconds (19 digits)
+  keep the names in the order of creation, which is the order TensorBoard reads them (and purges) in."""
+  return f".{time.time_ns():019d}"
+
+
 class MetricWriter:
 
   def __init__(self, workdir, *, tensorboard: bool = True, upload_every: float = 30.0):
@@ -50,7 +57,10 @@ class MetricWriter:
 
         if self.remote:
           self._tb_local = tempfile.mkdtemp(prefix="pragjax_tb_")
-        self._tb = SummaryWriter(self._tb_local or str(self.workdir / "tb"))
+        self._tb = SummaryWriter(self._tb_dir(), filename_suffix=_unique_suffix())
+
+  def _tb_dir(self) -> str:
+    return self._tb_local or str(self.workdir / "tb")
 
   def rows(self) -> list[dict]:
     path = paths.resolve(self.path)
@@ -85,7 +95,11 @@ class MetricWriter:
     self._uploaded = time.monotonic()
 
   def truncate_after(self, step: int) -> int:
-    """Drops the rows of steps after `step` (they are about to be replayed); returns how many."""
+    """Drops the rows of steps after `step` (they are about to be replayed); returns how many.
+
+    TensorBoard: when rows were dropped, the event writer restarts with `purge_step = step + 1`, a session-start
+    event by which TensorBoard hides the earlier files' events of those steps, so a resumed run's curves hold
+    each step once."""
     if not self.enabled:
       return 0
     rows = self._rows if self._rows is not None else self.rows()
@@ -94,6 +108,11 @@ class MetricWriter:
       if self._rows is not None:
         self._rows = keep
       paths.write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+      if self._tb is not None:
+        from tensorboardX import SummaryWriter
+
+        self._tb.close()
+        self._tb = SummaryWriter(self._tb_dir(), purge_step=int(step) + 1, filename_suffix=_unique_suffix())
     return len(rows) - len(keep)
 
   def last_logged(self) -> dict:
