@@ -5,11 +5,15 @@
       --config.model.path=/ckpt/Meta-Llama-3-8B --workdir=/tmp/truth_trilemma
 
 Collects activation bags of every statement (WORKDIR/bags/<dataset>/, reused
-by a rerun with the same model, layers and statements), splits each dataset
-by entity into train / calibration / test, fits the probes of
-`probe.methods` one-vs-all per layer, and writes WORKDIR/results.json, one
-PNG per dataset (per-layer MCC, coverage, abstention) and prints the tables.
-Probes trained on one dataset are also scored on the others' test splits.
+by a rerun with the same model, layers and statements), re-splits each dataset
+`split.num_resplits` times by entity into train / validation / calibration /
+test, fits the probes of `probe.methods` one-vs-all per layer and re-split,
+chooses each method's layer on validation, evaluates the acceptance hypothesis
+(`pragjax.methods.probes.report.verdict`) with bootstrap intervals, and writes
+WORKDIR/results.json, WORKDIR/scores/<dataset>.npz (test scores per re-split),
+one PNG per dataset (per-layer MCC with its band over re-splits, coverage,
+abstention) and prints the tables. Probes trained on one dataset are also
+scored on the others' test splits.
 """
 
 import sys

@@ -1,6 +1,7 @@
 """Report helpers: re-split conformal coverage, and the best-layer table's columns."""
 
 import numpy as np
+import pytest
 
 from pragjax.methods.probes import report
 
@@ -66,11 +67,30 @@ def test_resplit_coverage_by_hand_on_one_resplit():
 
 def test_best_table_reports_single_split_and_resplit_coverage_apart():
   res = {"per_class": {0: {"mcc": 0.5, "ap": 0.7}, 1: {"mcc": 0.4, "ap": 0.6}}, "mcc_mean": 0.45, "mcc_argmax": 0.4,
-         "ap_mean": 0.65,
+         "ap_mean": 0.65, "validation": {"mcc_mean": 0.41},
          "conformal": {"binary_coverage_mean": 0.934, "ova_set_coverage": 0.9, "ova_abstention": 0.2,
                        "ova_selective_mcc": 0.6, "multiclass_coverage": 0.91, "multiclass_abstention": 0.3,
                        "resplit_coverage": {"mean": 0.903, "std": 0.021, "repeats": 200}}}
   table = report.format_best_table({2: {"sawmil": res}}, ["sawmil"], [0, 1], ("true", "false"))
   head, _, row = table.splitlines()
-  assert "coverage, 200 re-splits" in head
-  assert "| 0.934 | 0.903 ± 0.021 |" in row
+  assert "| layer (validation) | validation MCC |" in head and "coverage, 200 re-splits of cal + test" in head
+  assert "| 2 | 0.410 |" in row and "| 0.934 | 0.903 ± 0.021 |" in row
+  # Aggregated over re-splits: means with their interval, ranges for the conformal columns.
+  agg = report.aggregate_layers([{2: {"sawmil": res}}, {2: {"sawmil": {**res, "mcc_mean": 0.55, "conformal": {
+      **res["conformal"], "binary_coverage_mean": 0.874}}}}], ["sawmil"], num_samples=200)
+  assert agg[2]["sawmil"]["resplits"] == 2
+  np.testing.assert_allclose([agg[2]["sawmil"]["mcc_mean"], agg[2]["sawmil"]["conformal"]["binary_coverage_mean"]],
+                             [0.5, 0.904])
+  row = report.format_best_table(agg, ["sawmil"], [0, 1], ("true", "false")).splitlines()[2]
+  assert "| 0.500 [0.450, 0.550] |" in row and "| 0.904 (0.874-0.934) |" in row
+
+
+def test_best_layers_read_validation_only():
+  per_layer = {0: {"m": {"mcc_mean": 0.9, "validation": {"mcc_mean": 0.2}}},
+               1: {"m": {"mcc_mean": 0.1, "validation": {"mcc_mean": 0.6}}},
+               2: {"m": {"mcc_mean": 0.5, "validation": {"mcc_mean": 0.6}}}}
+  assert report.best_layers(per_layer, ["m"]) == {"m": 1}  # ties: the shallowest
+  per_layer[1]["m"]["validation"]["mcc_mean"] = float("nan")
+  assert report.best_layers(per_layer, ["m"]) == {"m": 2}
+  with pytest.raises(ValueError, match="validation"):
+    report.best_layers({0: {"m": {"mcc_mean": 0.9}}}, ["m"])

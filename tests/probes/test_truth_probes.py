@@ -9,8 +9,10 @@ import pytest
 
 from experiments.configs import pretrain_toy as pretrain_configs
 from experiments.configs import truth_probes as configs
+from pragjax.methods.probes import metrics, report
 from pragjax.methods.probes import recipe as truth_probes
 from pragjax.models.tokenizer import train_bpe_tokenizer
+from pragjax.toyworld import knowledge as kw
 from tests import hf_models
 
 CITY_COLUMNS = ("statement", "object_1", "object_2", "correct_object_2", "correct", "negation", "real_object",
@@ -25,7 +27,6 @@ def test_toy_config_probes_the_kb_the_shipped_model_learnt():
 
 
 def test_trilemma_labels_come_from_correct_and_real_object(tmp_path):
-  pytest.importorskip("tensorflow_datasets")
   rows = [("The city of Lima is located in Peru.", "Lima", "TRUE", "TRUE"),
           ("The city of Lima is located in Chile.", "Lima", "FALSE", "TRUE"),
           ("The city of Zubrava is located in Peru.", "Zubrava", "FALSE", "FALSE"),
@@ -42,10 +43,7 @@ def test_trilemma_labels_come_from_correct_and_real_object(tmp_path):
   assert [r["group"] for r in records] == ["Lima", "Lima", "Zubrava", "Zubrava"]
 
 
-def test_trilemma_ci_runs_on_a_tiny_random_model(shared_data, tmp_path):
-  pytest.importorskip("torch")
-  pytest.importorskip("transformers")
-  pytest.importorskip("tensorflow_datasets")
+def _ci_config(shared_data, tmp_path):
   path = hf_models.make_hf_checkpoint("llama", str(tmp_path / "hf"))
   with open(shared_data / "trilemma" / "city_locations.csv", newline="") as f:
     texts = [r["statement"] for r, _ in zip(csv.DictReader(f), range(300))]
@@ -53,39 +51,126 @@ def test_trilemma_ci_runs_on_a_tiny_random_model(shared_data, tmp_path):
   config = configs.get_config("ci")
   config.model.path = path
   config.data.trilemma_dir = str(shared_data / "trilemma")
-  config.probe.layers = "1"
-  first_logs = []
-  out = truth_probes.run(config, str(tmp_path / "work"), log=first_logs.append)
-  # Said plainly in the log: the shared copy has no "neither" rows, so true / false probes only.
-  assert sum("absent from the data: neither" in line for line in first_logs) == 2, first_logs
-  assert sum("two classes only" in line for line in first_logs) == 2
+  return config
+
+
+def test_trilemma_ci_runs_the_resplit_protocol_on_a_tiny_random_model(shared_data, tmp_path):
+  """`:ci` with 2 re-splits and 2 layers: per-re-split results, intervals, the verdict, saved scores, transfer."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  config = _ci_config(shared_data, tmp_path)
+  config.probe.layers = "0,1"
+  config.split.num_resplits = 2
+  config.report.plot = True
+  methods = ("sawmil", "mean_diff", "svm_last", "logreg_last")
+  logs = []
+  work = tmp_path / "work"
+  out = truth_probes.run(config, str(work), log=logs.append)
+  with open(work / "results.json") as f:
+    saved = json.load(f)
+  assert saved["verdict"]["met"] in (True, False, None)
   for name in truth_probes.TRILEMMA:
     d = out["datasets"][name]
-    # The shared CSVs hold only real entities: no "neither" statement, so no neither probe.
-    assert sum(d["counts"][s][2] for s in d["counts"]) == 0
-    assert d["classes"] == ["true", "false"]
-    res = d["layers"][1]
-    for method in ("sawmil", "mean_diff", "svm_last", "logreg_last"):
-      r = res[method]
-      assert np.isfinite(r["mcc_mean"]) and 0.0 <= r["conformal"]["binary_coverage_mean"] <= 1.0
-      assert 0.0 <= r["conformal"]["ova_abstention"] <= 1.0
+    # Real + synthetic files: all three labels, in every re-split's train, validation and test.
+    assert d["classes"] == ["true", "false", "neither"], logs
+    assert set(d["forms"]) == {"affirmative", "negated"}
+    assert len(d["counts_per_resplit"]) == 2 and d["counts_per_resplit"][0] != d["counts_per_resplit"][1]
+    assert sum(sum(v) for v in d["counts"].values()) == config.data.max_statements
+    # Each re-split's own results, and means over them with intervals lo <= mean <= hi.
+    assert len(d["resplits"]) == 2
+    for layer in (0, 1):
+      for m in methods:
+        values = [d["resplits"][r]["layers"][layer][m]["mcc_mean"] for r in range(2)]
+        assert all(np.isfinite(values))
+        agg = d["layers"][layer][m]
+        np.testing.assert_allclose(agg["mcc_mean"], np.mean(values))
+        for key in ("mcc_mean", "validation_mcc_mean", "coverage"):
+          sp = agg["spread"][key]
+          assert sp["n"] == 2 and len(sp["values"]) == 2 and sp["lo"] <= sp["mean"] <= sp["hi"], (key, sp)
+        np.testing.assert_allclose(agg["spread"]["mcc_mean"]["values"], values)
+    # Layers are chosen on validation (mean over re-splits), never on test.
+    for m in methods:
+      val = {l: d["layers"][l][m]["spread"]["validation_mcc_mean"]["mean"] for l in (0, 1)}
+      assert d["best_layers"][m] == max((0, 1), key=lambda l: val[l])
+    v = d["verdict"]
+    assert v["resplits"] == 2 and v["met"] is report.all_met([v["mcc"]["met"], v["coverage"]["met"]])
+    ref = d["layers"][d["best_layers"]["sawmil"]]["sawmil"]
+    np.testing.assert_allclose(v["mcc"]["reference_mcc"], ref["mcc_mean"])
+    base = v["mcc"]["best_baseline"]
+    np.testing.assert_allclose(v["mcc"]["baseline_mcc"], d["layers"][d["best_layers"][base]][base]["mcc_mean"])
+    assert v["mcc"]["met"] == (v["mcc"]["reference_mcc"] >= v["mcc"]["baseline_mcc"])
+    np.testing.assert_allclose(v["coverage"]["mean"], ref["conformal"]["binary_coverage_mean"])
+    assert v["coverage"]["met"] == (abs(v["coverage"]["mean"] - 0.9) <= 0.03 + 1e-12)
+    for m in methods:
+      lo, hi = v["methods"][m]["mcc_ci_nested"]
+      assert lo <= v["methods"][m]["mcc"]["mean"] <= hi
+    assert saved["datasets"][name]["verdict"]["met"] == v["met"]
+    assert "hypothesis (stated before measuring)" in d["table_verdict"]
+    assert set(d["by_form"]["sawmil"]) == {"affirmative", "negated"}
+    # The saved test scores recompute the per-re-split test MCC.
+    scores = np.load(work / "scores" / f"{name}.npz")
+    for r in range(2):
+      idx, labels = scores[f"r{r}_index"], scores[f"r{r}_labels"]
+      assert len(idx) == len(labels) == sum(d["counts_per_resplit"][r]["test"])
+      for layer in (0, 1):
+        for m in methods:
+          s = scores[f"r{r}_l{layer}_{m}"]
+          assert s.shape == (len(idx), 3)
+          np.testing.assert_allclose(metrics.ova_means(labels, s, [0, 1, 2])[0],
+                                     d["resplits"][r]["layers"][layer][m]["mcc_mean"])
+    assert not set(scores["r0_index"]) == set(scores["r1_index"])
+    # Generalisation: probes of one dataset on the other's test split, at the source's chosen layer.
     other = [n for n in truth_probes.TRILEMMA if n != name][0]
     assert np.isfinite(d["transfer"][other][1]["sawmil"]["mcc_mean"])
-  with open(tmp_path / "work" / "results.json") as f:
-    saved = json.load(f)
+    assert d["transfer_best"][other]["sawmil"]["layer"] == d["best_layers"]["sawmil"]
+    assert os.path.isfile(work / f"{name}_layers.png")
   assert "| layer |" in saved["datasets"]["city_locations"]["table_mcc"]
   # A rerun reuses the collected bags.
   logs = []
   config.probe.methods = "mean_diff"
-  truth_probes.run(config, str(tmp_path / "work"), log=logs.append)
+  config.report.plot = False
+  truth_probes.run(config, str(work), log=logs.append)
   assert any("reusing" in line for line in logs)
-  assert os.path.isfile(tmp_path / "work" / "bags" / "med_indications" / "meta.json")
+  assert os.path.isfile(work / "bags" / "med_indications" / "meta.json")
+
+
+def test_trilemma_without_synthetic_files_probes_two_classes(shared_data, tmp_path):
+  """data.synthetic_paths 'none': real statements only, said plainly in the log; true / false probes only."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  config = _ci_config(shared_data, tmp_path)
+  config.data.synthetic_paths = "city_locations=none,med_indications=none"
+  config.probe.update(layers="1", methods="mean_diff,logreg_last")
+  logs = []
+  out = truth_probes.run(config, str(tmp_path / "work"), log=logs.append)
+  assert sum("absent from the data: neither" in line for line in logs) == 2, logs
+  assert sum("two classes only" in line for line in logs) == 2
+  for name in truth_probes.TRILEMMA:
+    d = out["datasets"][name]
+    assert sum(d["counts"][s][2] for s in d["counts"]) == 0 and d["classes"] == ["true", "false"]
+    r = d["layers"][1]["logreg_last"]
+    assert np.isfinite(r["mcc_mean"]) and 0.0 <= r["conformal"]["binary_coverage_mean"] <= 1.0
+    assert d["verdict"]["met"] is None  # no sAwMIL: the hypothesis is not evaluated
+
+
+def test_toy_negated_variant_has_statements_whose_deciding_token_is_not_last():
+  config = configs.get_config("toy_negated")
+  records = truth_probes.load_records(config, "knowledge")
+  forms = {r["form"] for r in records}
+  assert forms == {"affirmative", "negated", "affirmative + clause", "negated + clause"}
+  assert np.bincount([r["label"] for r in records]).tolist() == [config.data.per_label] * 3
+  plain = truth_probes.load_records(configs.get_config("toy"), "knowledge")
+  assert {r["form"] for r in plain} == {"affirmative"}
+  negated = [r for r in records if r["negated"]]
+  assert negated and all(" not " in r["text"] or " never " in r["text"] for r in negated)
+  clauses = [r for r in records if "clause" in r["form"]]  # the value is no longer among the last tokens
+  assert clauses and all(any(r["text"].endswith(f"{c}.") for c in kw.TRAILING_CLAUSES) for r in clauses)
 
 
 def test_every_config_field_is_documented():
   doc = configs.__doc__
   common_sections = ("model", "mesh", "runtime")
-  for variant in ("toy", "trilemma", "ci") + configs.REAL_SCALE:
+  for variant in ("toy", "toy_negated", "trilemma", "ci", "smollm2") + configs.REAL_SCALE:
     flat = configs.get_config(variant).to_dict()
     for section, fields in flat.items():
       if section in common_sections or not isinstance(fields, dict):

@@ -75,3 +75,63 @@ def selective_mcc(y_true, predictions, num_classes: int | None = None) -> float:
   y, p = np.asarray(y_true), np.asarray(predictions)
   keep = p >= 0
   return mcc(y[keep], p[keep], num_classes) if keep.any() else float("nan")
+
+
+def percentile_interval(samples, level: float = 0.95) -> tuple[float, float]:
+  """The central `level` interval of `samples` (the (1-level)/2 and (1+level)/2 quantiles, linear)."""
+  s = np.asarray(samples, np.float64).ravel()
+  s = s[np.isfinite(s)]
+  if not s.size:
+    return float("nan"), float("nan")
+  lo, hi = np.quantile(s, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+  return float(lo), float(hi)
+
+
+def bootstrap_mean_ci(values, *, level: float = 0.95, num_samples: int = 2000, seed: int = 0) -> dict:
+  """Mean of `values` (NaNs dropped) with a percentile bootstrap interval, plus std, min, max and n.
+
+  The interval is `percentile_interval` of `num_samples` means of n values
+  drawn with replacement (`np.random.default_rng(seed).integers(0, n, (num_samples, n))`).
+  One value gives a zero-width interval; none gives NaNs.
+  """
+  v = np.asarray(values, np.float64).ravel()
+  v = v[np.isfinite(v)]
+  n = int(v.size)
+  if n == 0:
+    nan = float("nan")
+    return {"mean": nan, "lo": nan, "hi": nan, "std": nan, "min": nan, "max": nan, "n": 0}
+  if n == 1:
+    lo = hi = float(v[0])
+  else:
+    idx = np.random.default_rng(seed).integers(0, n, (num_samples, n))
+    lo, hi = percentile_interval(v[idx].mean(axis=1), level)
+  return {"mean": float(v.mean()), "lo": lo, "hi": hi, "std": float(v.std()), "min": float(v.min()),
+          "max": float(v.max()), "n": n}
+
+
+def group_members(groups) -> list[np.ndarray]:
+  """Row indices of each distinct group (in sorted group order)."""
+  groups = np.asarray([str(g) for g in groups])
+  names, inverse = np.unique(groups, return_inverse=True)
+  return [np.flatnonzero(inverse == g) for g in range(len(names))]
+
+
+def group_bootstrap_indices(members: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+  """Row indices of one cluster bootstrap draw over `group_members(groups)`: as many groups as there are,
+  drawn with replacement, each with all of its rows (statements of one entity are not independent, so
+  entities are what is resampled)."""
+  pick = rng.integers(0, len(members), len(members))
+  return np.concatenate([members[g] for g in pick]) if len(pick) else np.zeros((0,), np.int64)
+
+
+def ova_means(labels, scores, classes) -> tuple[float, float]:
+  """(mean over `classes` of the one-vs-all MCC of `scores[:, j] >= 0`, mean of their average precisions)
+  for labels [N] and scores [N, len(classes)]; AP NaNs (no positive) are left out of its mean."""
+  labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
+  mccs, aps = [], []
+  for j, k in enumerate(classes):
+    y = (labels == k).astype(np.int64)
+    mccs.append(mcc(y, (scores[:, j] >= 0).astype(np.int64), 2))
+    aps.append(average_precision(y, scores[:, j]))
+  aps = [a for a in aps if a == a]
+  return float(np.mean(mccs)), float(np.mean(aps)) if aps else float("nan")
