@@ -86,7 +86,7 @@ def truth_probes_row(workdir: str) -> list[dict]:
        "after": res["sawmil"]["per_class"][2]["mcc"], "n": n},
       {"experiment": name, "metric": f"sAwMIL conformal coverage, test split (target {1 - config.conformal.alpha:.2f})",
        "before": float("nan"), "after": conf["binary_coverage_mean"], "n": n},
-      {"experiment": name, "metric": f"sAwMIL conformal coverage, mean of {conf['resplit_coverage']['repeats']} "
+      {"experiment": name, "metric": f"sAwMIL conformal coverage, mean of {int(conf['resplit_coverage']['repeats'])} "
        f"entity-disjoint re-splits of calibration + test", "before": float("nan"),
        "after": conf["resplit_coverage"]["mean"], "n": n},
       {"experiment": name, "metric": "sAwMIL three-way abstention rate",
