@@ -33,6 +33,10 @@ Fields beyond common.py (those marked "auto" take the algorithm's value when lef
   rl.sample_batch_size   prompts per generate call (0 = a whole draw at once)
   rl.step_weight         toy: reward + step_weight x the share of steps before the first wrong one
   rl.format_penalty      subtracted when a response has no readable final answer
+  rl.prm_eval_problems   toy: after training, the RL policy against its initial model as an implicit PRM on this many
+                         held-out problems (0 = off; pragjax/methods/rl/prm_eval.py): first-error F1, best-of-n
+  rl.prm_eval_samples    solutions per problem, sampled from the initial model before training (temperature 1)
+  rl.prm_beta            beta of the step rewards (F1 after threshold tuning and min-reward ranking do not depend on it)
   rl.plot                write WORKDIR/learning_curve.png (held-out accuracy, rollout reward, response length)
   world.prompts          toy: training problems in the prompt stream
   world.eval_problems    toy: held-out problems scored greedily
@@ -53,7 +57,8 @@ def get_config(arg: str = "toy") -> ConfigDict:
       algorithm="grpo", rollouts=48, group_size=8, prompts_per_rollout=16, epochs_per_rollout=1, minibatches=1,
       max_new_tokens=64, temperature=1.0, top_p=1.0, scale="", baseline="", normalize="", clip_low=-1.0,
       clip_high=-1.0, kl_coef=-1.0, filter_equal="", accuracy_min=0.0, accuracy_max=1.0, max_draws=4,
-      sample_batch_size=0, step_weight=0.0, format_penalty=0.0, plot=True))
+      sample_batch_size=0, step_weight=0.0, format_penalty=0.0, plot=True, prm_eval_problems=0,
+      prm_eval_samples=8, prm_beta=0.05))
   c.world = ConfigDict(dict(prompts=4096, eval_problems=256))
   c.eval = ConfigDict(dict(batch_size=128))
   # The toy's prompt + solution is at most 91 tokens with BOS and EOS; responses are capped at 64 new tokens.

@@ -30,8 +30,14 @@ def _leaves(model):
 
 @pytest.mark.slow
 def test_ci_run_reports_and_resumes_exactly(tmp_path):
-  straight = recipe.run(_config(rollouts=3), str(tmp_path / "straight"), log=lambda *_: None)
+  straight = recipe.run(_config(rollouts=3, prm_eval_problems=8, prm_eval_samples=4), str(tmp_path / "straight"),
+                        log=lambda *_: None)
   result, trained, report = straight
+  q = report["rl_prm"]  # the RL policy against its initial model as an implicit PRM
+  assert q["problems"] == 8 and q["samples"] == 4 and set(q["first_error"]) == {"single", "accumulative"}
+  for fe in q["first_error"].values():
+    assert 0.0 <= fe["prm"]["f1"] <= 1.0 and fe["cases"] == 16  # the second half of 8 x 4 samples
+  assert {r["method"] for r in q["best_of_n"]} >= {"random", "majority", "rl_prm_min", "oracle"}
   assert result.step == 3 and report["steps"] == 3
   assert set(report["before"]) >= {"accuracy", "reward", "response_length", "n"}
   assert report["after"]["n"] == 16

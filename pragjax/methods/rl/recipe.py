@@ -34,7 +34,9 @@ import json
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from pragjax import paths
 from pragjax import sharding as sharding_lib
@@ -254,6 +256,17 @@ def _run(config, workdir: str, mesh, log):
       return {k: v for k, v in curve[step].items() if k != "n"}
 
     evaluators.append(evaluator)
+  prm_set = None
+  if int(rc.prm_eval_problems) and is_toy(config):  # "Is PRM necessary?": before training donates the weights
+    from pragjax.methods.rl import prm_eval
+    from pragjax.toyworld import arithmetic
+
+    problems = arithmetic.heldout_problems(config.seed + 1, int(rc.prm_eval_problems))
+    samples = prm_eval.sample_test_set(base.model, base.tokenizer, problems, num_samples=int(rc.prm_eval_samples),
+                                       temperature=1.0, seed=config.seed, max_new_tokens=int(rc.max_new_tokens),
+                                       batch_size=int(config.eval.batch_size))
+    init_params = jax.tree.map(jnp.copy, nnx.state(base.model, nnx.Param))
+    prm_set = (problems, samples, init_params)
   train_config = config.copy_and_resolve_references()
   train_config.data.eval_path = ""  # held-out prompts, read above; not the runner's record-pipeline loss
   result, trained = runner.train_lm(train_config, workdir, method(config, train, reward_fn, evaluators=evaluators),
@@ -262,6 +275,11 @@ def _run(config, workdir: str, mesh, log):
   report["curve"] = {int(k): v for k, v in sorted(curve.items())}
   if heldout and not result.preempted:
     report["after"] = curve.get(result.step) or score(trained.model, trained.tokenizer)
+  if prm_set is not None and not result.preempted:
+    problems, samples, init_params = prm_set
+    report["rl_prm"] = prm_eval.evaluate(trained.model, init_params, trained.tokenizer, problems, samples,
+                                         beta=float(rc.prm_beta), batch_size=int(config.eval.batch_size),
+                                         max_length=int(config.train.seq_len), seed=config.seed)
   write_json(paths.join(workdir, "report.json"), report, indent=1)
   if config.rl.get("plot", True) and jax.process_index() == 0:
     report["plot"] = rl_report.plot_runs({rc.algorithm: workdir}, paths.join(workdir, "learning_curve.png"),
@@ -284,5 +302,12 @@ def print_summary(out, config, workdir: str) -> None:
     print("\n| held-out (greedy) | before | after |\n|---|---|---|")
     for key in ("accuracy", "reward", "response_length"):
       print(f"| {key} | {b[key]:.3f} | {a[key]:.3f} |")
+    if "rl_prm" in report:
+      q = report["rl_prm"]
+      print(f"\nRL policy vs its initial model as an implicit PRM ({q['problems']} problems x {q['samples']} samples "
+            f"of the initial model, exact first-error labels):")
+      for mode, fe in q["first_error"].items():
+        print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (best constant {fe['constant']['f1']:.3f}, "
+              f"outcome-aware baseline {fe['outcome_baseline']['f1']:.3f}; {fe['cases']} test cases)")
     print(f"\n{a['n']} held-out problems; last rollouts: reward {m.get('rollout/reward', float('nan')):.3f}, "
           f"KL {m.get('kl', 0.0):.4f}, clip fraction {m.get('clip_fraction', 0.0):.3f}")
