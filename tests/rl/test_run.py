@@ -29,7 +29,7 @@ def _leaves(model):
 
 
 @pytest.mark.slow
-def test_ci_run_reports_and_resumes_exactly(tmp_path):
+def test_ci_run_reports_and_resumes_exactly(tmp_path, capsys):
   straight = recipe.run(_config(rollouts=3, prm_eval_problems=8, prm_eval_samples=4), str(tmp_path / "straight"),
                         log=lambda *_: None)
   result, trained, report = straight
@@ -38,6 +38,9 @@ def test_ci_run_reports_and_resumes_exactly(tmp_path):
   for fe in q["first_error"].values():
     assert 0.0 <= fe["prm"]["f1"] <= 1.0 and fe["cases"] == 16  # the second half of 8 x 4 samples
   assert {r["method"] for r in q["best_of_n"]} >= {"random", "majority", "rl_prm_min", "oracle"}
+  recipe.print_summary(straight, _config(rollouts=3), str(tmp_path / "straight"))
+  printed = capsys.readouterr().out
+  assert "as an implicit PRM" in printed and "| accuracy |" in printed
   assert result.step == 3 and report["steps"] == 3
   assert set(report["before"]) >= {"accuracy", "reward", "response_length", "n"}
   assert report["after"]["n"] == 16

@@ -307,7 +307,7 @@ def print_summary(out, config, workdir: str) -> None:
       print(f"\nRL policy vs its initial model as an implicit PRM ({q['problems']} problems x {q['samples']} samples "
             f"of the initial model, exact first-error labels):")
       for mode, fe in q["first_error"].items():
-        print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (best constant {fe['constant']['f1']:.3f}, "
+        print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (best constant {fe['constant']:.3f}, "
               f"outcome-aware baseline {fe['outcome_baseline']['f1']:.3f}; {fe['cases']} test cases)")
     print(f"\n{a['n']} held-out problems; last rollouts: reward {m.get('rollout/reward', float('nan')):.3f}, "
           f"KL {m.get('kl', 0.0):.4f}, clip fraction {m.get('clip_fraction', 0.0):.3f}")
