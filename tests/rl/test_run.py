@@ -38,6 +38,8 @@ def test_ci_run_reports_and_resumes_exactly(tmp_path, capsys):
   for fe in q["first_error"].values():
     assert 0.0 <= fe["prm"]["f1"] <= 1.0 and fe["cases"] == 16  # the second half of 8 x 4 samples
   assert {r["method"] for r in q["best_of_n"]} >= {"random", "majority", "rl_prm_min", "oracle"}
+  c = report["rl_prm_random_direction"]  # the control: the same norm of change in a random direction
+  assert set(c["first_error"]) == {"single", "accumulative"} and c["problems"] == 8
   recipe.print_summary(straight, _config(rollouts=3), str(tmp_path / "straight"))
   printed = capsys.readouterr().out
   assert "as an implicit PRM" in printed and "| accuracy |" in printed

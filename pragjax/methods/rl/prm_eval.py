@@ -8,7 +8,9 @@ the RL run), labelled with the world's exact first-error index. Reported: the Pr
 thresholded step rewards (the threshold tuned on the first `tune_fraction` of the problems, scored on the
 rest), next to the best constant prediction and the outcome-aware baseline of `prm.toy_eval.first_error_report`,
 and best-of-n accuracy of the min step reward against random and majority picks. The initial model against
-itself scores every step 0: its F1 is that of a constant, the baseline this measurement is compared with.
+itself scores every step 0: its F1 is that of a constant. The control for "any small change of the weights
+gives some F1 after threshold tuning" is `random_direction`: the initial parameters moved by a random direction
+of the same global L2 norm as the RL run's total change, scored the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pragjax.methods.prm import implicit
 from pragjax.methods.prm import toy_eval as prm_toy
 from pragjax.toyworld import arithmetic
 
-__all__ = ["sample_test_set", "evaluate"]
+__all__ = ["sample_test_set", "evaluate", "random_direction"]
 
 
 def sample_test_set(init_model, tokenizer, problems: Sequence[arithmetic.Problem], *, num_samples: int,
@@ -52,3 +54,20 @@ def evaluate(policy_model, init_params, tokenizer, problems: Sequence[arithmetic
   return {"beta": beta, "problems": len(problems), "samples": int(correct.shape[1]),
           "sample_accuracy": float(correct.mean()), "exact_rate": float(np.mean(labels == -1)),
           "first_error": first_error, "best_of_n": [dataclasses.asdict(r) for r in rows]}
+
+
+def random_direction(init_params, policy_params, seed: int):
+  """`init + u * ||policy - init||`, u a uniformly random unit direction over all parameters (Gaussian, normalised
+  over the whole tree), so the control moves the weights exactly as far as RL did, in no particular direction."""
+  import jax
+  import jax.numpy as jnp
+
+  leaves, treedef = jax.tree.flatten(init_params)
+  moved = jax.tree.leaves(policy_params)
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(b, jnp.float32) - jnp.asarray(a, jnp.float32)))
+                      for a, b in zip(leaves, moved)))
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  noise = [jax.random.normal(k, jnp.shape(a), jnp.float32) for k, a in zip(keys, leaves)]
+  total = jnp.sqrt(sum(jnp.sum(jnp.square(n)) for n in noise))
+  out = [(jnp.asarray(a, jnp.float32) + n * (norm / total)).astype(jnp.asarray(a).dtype) for a, n in zip(leaves, noise)]
+  return jax.tree.unflatten(treedef, out)

@@ -280,6 +280,11 @@ def _run(config, workdir: str, mesh, log):
     report["rl_prm"] = prm_eval.evaluate(trained.model, init_params, trained.tokenizer, problems, samples,
                                          beta=float(rc.prm_beta), batch_size=int(config.eval.batch_size),
                                          max_length=int(config.train.seq_len), seed=config.seed)
+    control = nnx.merge(nnx.graphdef(trained.model),
+                        prm_eval.random_direction(init_params, nnx.state(trained.model, nnx.Param), config.seed))
+    report["rl_prm_random_direction"] = prm_eval.evaluate(
+        control, init_params, trained.tokenizer, problems, samples, beta=float(rc.prm_beta),
+        batch_size=int(config.eval.batch_size), max_length=int(config.train.seq_len), seed=config.seed)
   write_json(paths.join(workdir, "report.json"), report, indent=1)
   if config.rl.get("plot", True) and jax.process_index() == 0:
     report["plot"] = rl_report.plot_runs({rc.algorithm: workdir}, paths.join(workdir, "learning_curve.png"),
@@ -307,7 +312,9 @@ def print_summary(out, config, workdir: str) -> None:
       print(f"\nRL policy vs its initial model as an implicit PRM ({q['problems']} problems x {q['samples']} samples "
             f"of the initial model, exact first-error labels):")
       for mode, fe in q["first_error"].items():
-        print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (best constant {fe['constant']:.3f}, "
-              f"outcome-aware baseline {fe['outcome_baseline']['f1']:.3f}; {fe['cases']} test cases)")
+        ctrl = report["rl_prm_random_direction"]["first_error"][mode]["prm"]["f1"]
+        print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (random direction of the same norm {ctrl:.3f}, "
+              f"best constant {fe['constant']:.3f}, outcome-aware baseline {fe['outcome_baseline']['f1']:.3f}; "
+              f"{fe['cases']} test cases)")
     print(f"\n{a['n']} held-out problems; last rollouts: reward {m.get('rollout/reward', float('nan')):.3f}, "
           f"KL {m.get('kl', 0.0):.4f}, clip fraction {m.get('clip_fraction', 0.0):.3f}")
