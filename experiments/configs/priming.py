@@ -33,7 +33,10 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   world.num_entities       its size (160, as pretrain_toy.py:knowledge)
   world.num_background_docs  fresh corpus documents drawn as the background data
   world.check_fraction, world.oneoff_fraction  corpus mix (as pretraining)
-  world.num_prompt_entities  KB entities whose thematic prompts score priming (x 3 templates per theme)
+  world.prompts            toy thematic prompts: independent (`pragjax.toyworld.priming.INDEPENDENT_PROMPTS`, 8 per
+                           theme, written apart from the samples' templates) | templates (each fact template cut
+                           before its value, for world.num_prompt_entities entities no sample is about)
+  world.num_prompt_entities  prompts=templates: KB entities whose thematic prompts score priming (x 3 templates)
   world.corpus_keywords    keyword rates of the background corpus, as the model's pretraining corpus:
                            graded (the `priming` model) | none (the `knowledge` model)
   world.keyword_set        rare (the 12 keywords, KB facts never use them) | familiar (diagnostic: 12 KB values
@@ -46,7 +49,8 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   data.packing             pack several background documents per row
   inject.steps             S: steps during which the sample replaces one batch element (20 or 40)
   inject.warmup_steps      background-only steps before the injection (shared by every run; they
-                           give the optimizer its ordinary-training moments)
+                           give the optimizer the moments of a model in the middle of a long run: 1,000 by
+                           default, as the paper's regime needs; recorded as report.json's optimizer_state)
   inject.batch_size        rows per batch (the sample is one of them)
   inject.seq_len           tokens per row
   inject.inject_row        the batch element the sample replaces
@@ -63,6 +67,10 @@ Fields beyond common.py (`optim.*` is the ordinary training's optimizer;
   stepping_stone.temperature, stepping_stone.max_new_tokens  model mode sampling
   analysis.prior_threshold     prior splitting samples (1e-3 in the paper)
   analysis.priming_threshold   priming ratio counted as primed
+  analysis.headline_k          the ignore-top-k fraction the verdict judges (0.08)
+  analysis.min_priming_cut     verdict: its median whole-keyword priming cut on the ratio scale is at least this (0.5)
+  analysis.max_memorization_cut  verdict: its memorization cut in log space is at most this (0.5: memorization keeps
+                               most of its decades); the verdict also asks the log selectivity's CI to lie above 0
   report.plot              save WORKDIR/priming_scatter.png
   report.score_batch       rows per scoring call
 """
@@ -82,15 +90,16 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.optim = common.optim_config(lr=1e-3, schedule="constant", weight_decay=0.0, clip_norm=1.0)
   c.world = ConfigDict(dict(name="knowledge", kb_seed=0, num_entities=160, num_background_docs=4000,
                             check_fraction=0.4, oneoff_fraction=0.15, corpus_keywords="graded", num_prompt_entities=8,
-                            keyword_set="rare", keywords=(),
+                            keyword_set="rare", keywords=(), prompts="independent",
                             styles=(), trilemma_dir=""))
   c.data = ConfigDict(dict(background_path="", samples_path="", prompts_path="", packing=True))
-  c.inject = ConfigDict(dict(steps=20, warmup_steps=20, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,
+  c.inject = ConfigDict(dict(steps=20, warmup_steps=1000, batch_size=4, seq_len=64, inject_row=0, parallel_runs=12,
                              control=True))
   c.variants = ConfigDict(dict(ignore_topk=(0.08, 0.04), scope="tensor", mode="exact", whole_episode=(0.08,)))
   c.stepping_stone = ConfigDict(dict(mode="templates", rewrite_prompt=REWRITE_PROMPT, num_candidates=4,
                                      temperature=0.8, max_new_tokens=96))
-  c.analysis = ConfigDict(dict(prior_threshold=1e-3, priming_threshold=10.0))
+  c.analysis = ConfigDict(dict(prior_threshold=1e-3, priming_threshold=10.0, headline_k=0.08, min_priming_cut=0.5,
+                               max_memorization_cut=0.5))
   c.report = ConfigDict(dict(plot=True, score_batch=256))
   if arg == "toy":
     pass
@@ -104,13 +113,13 @@ def get_config(arg: str = "toy") -> ConfigDict:
     c.model = common.model_config(path="", builtin="")
     c.world.name = ""
     c.optim.update(lr=2e-5)
-    c.inject.update(steps=20, warmup_steps=10, batch_size=8, seq_len=512, parallel_runs=1)
+    c.inject.update(steps=20, warmup_steps=1000, batch_size=8, seq_len=512, parallel_runs=1)
     c.stepping_stone.mode = "model"
   elif arg == "smollm2":
     c.model = common.model_config(path="builtin:smollm2-135m-instruct", builtin="")
     c.world.update(name="english", num_background_docs=2000)
     c.optim.update(lr=5e-5)
-    c.inject.update(steps=20, warmup_steps=100, batch_size=4, seq_len=128, parallel_runs=4)
+    c.inject.update(steps=20, warmup_steps=1000, batch_size=4, seq_len=128, parallel_runs=4)
     c.stepping_stone.update(mode="model", max_new_tokens=64)
     c.report.score_batch = 64
   else:

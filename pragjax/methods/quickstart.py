@@ -96,7 +96,8 @@ def truth_probes_row(workdir: str) -> list[dict]:
 
 def priming_row(workdir: str) -> list[dict]:
   """Priming on the built-in priming model: 12 outlandish samples (one per keyword), each injected for 20 steps
-  of ordinary training; medians of log10 scores (the `ci` variant; the full `priming.py:toy` run has 132)."""
+  of ordinary training after 1,000 warm-up steps; medians of log10 scores, the ratio-scale cut and the selectivity
+  (the `ci` variant; the full `priming.py:toy` run has 132)."""
   config = priming_configs.get_config("ci")
   config.inject.control = False
   config.variants.ignore_topk = (0.08,)  # the headline k only (4% is in the full toy run)
@@ -110,7 +111,11 @@ def priming_row(workdir: str) -> list[dict]:
     rows += [{"experiment": name, "metric": f"median log10 priming: baseline -> ignore-top-{k:.0%}",
               "before": base["median_log10_priming"], "after": c["median_log10_priming"], "n": n},
              {"experiment": name, "metric": f"median log10 memorization: baseline -> ignore-top-{k:.0%}",
-              "before": base["median_log10_memorization"], "after": c["median_log10_memorization"], "n": n}]
+              "before": base["median_log10_memorization"], "after": c["median_log10_memorization"], "n": n},
+             {"experiment": name, "metric": f"ignore-top-{k:.0%} priming cut, ratio scale (the paper's >= 50%)",
+              "before": float("nan"), "after": c["priming_cut_ratio"], "n": n},
+             {"experiment": name, "metric": f"ignore-top-{k:.0%} selectivity: priming cut - memorization cut (log)",
+              "before": float("nan"), "after": c["selectivity_log"]["estimate"], "n": n}]
   if "stepping_stone" in v:
     c = v["stepping_stone"]["vs_baseline"]
     rows.append({"experiment": name, "metric": "median log10 priming: original -> accepted stepping-stone rewrite",

@@ -19,9 +19,11 @@ and adds what the priming experiment (Sun et al., 2025) needs:
   a surprising fact: a KB entity with the keyword as its value of the theme
   (the KB says otherwise), in a random template of the theme, wrapped in the
   style. The keyword occurs exactly once.
-- `thematic_prompts`: per theme, every template cut before its value
-  (`Theme.prompt`) for a set of prompt entities that no sample is about; the
-  priming score averages over them.
+- `INDEPENDENT_PROMPTS`: per theme, thematic prompts written apart from the
+  samples (no fact template, style, stepping stone or entity of the world),
+  the priming score's default prompts; `thematic_prompts`: the earlier kind,
+  every template of the theme cut before its value (`Theme.prompt`) for
+  prompt entities no sample is about (`world.prompts=templates`).
 - `stepping_stones`: template rewrites of a sample's fact that reach the
   keyword through its bridge and gloss (`STEPPING_STONES`); the experiment
   accepts a rewrite only if the keyword's probability in its own context rises.
@@ -212,6 +214,27 @@ def split_entities(kb: kw.KnowledgeBase, seed: int, num_prompt_entities: int) ->
   order = np.random.default_rng([0x505249, seed]).permutation(len(kb.entities))
   names = [kb.entities[i] for i in order]
   return names[:num_prompt_entities], names[num_prompt_entities:]
+
+
+# Thematic prompts written apart from the samples: no fact template of the theme (`knowledge.THEMES`), no style,
+# no stepping stone and no entity; each ends where a value of its theme fits (the priming score's `X_T`).
+INDEPENDENT_PROMPTS = {
+    "colours": ("A coat that is neither red nor blue but", "Her shoes, her hat and her bag are all",
+                "The painter mixed white and black and got", "On the flag of the town you can see",
+                "At sunset the sky turned", "The new door of the shop is painted",
+                "Of all the colours she likes", "The walls of the old house are"),
+    "places": ("The train from Oslo to Rome stops in", "Next summer we will travel to",
+               "The letter was sent from the city of", "Of all the towns on the map I would visit",
+               "The plane landed late in", "They moved away from Lima to",
+               "The biggest market of the region is in", "Our friends spent the winter in"),
+    "jobs": ("After school my brother trained to be a", "In the village the best worker is the",
+             "She was hired last week as a", "Not a baker and not a doctor but a",
+             "The new neighbour earns a living as a", "His father and his grandfather were each a",
+             "At the fair we met a", "The town needs one more"),
+    "foods": ("For dinner we cooked", "At the market I bought some", "A plate of rice with",
+              "The children asked for more", "The best thing on the menu is", "Breakfast today was bread and",
+              "In the kitchen we keep a bowl of", "For the feast they served"),
+}
 
 
 def thematic_prompts(theme_name: str, entities: Sequence[str]) -> list[str]:

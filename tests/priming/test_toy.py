@@ -40,3 +40,24 @@ def test_ignore_topk_lowers_priming(report):
   ign = report["variants"]["ignore_top8%"]["vs_baseline"]
   assert ign["median_log10_priming"] < base, report["table"]
   assert ign["median_log10_memorization"] > 0
+
+
+def test_report_cuts_selectivity_first_token_and_verdict(report):
+  assert report["optimizer_state"] == {"source": "warm-up on the background data", "steps": 2}
+  base, ign = report["variants"]["baseline"], report["variants"]["ignore_top8%"]
+  c = ign["vs_baseline"]
+  for suffix in ("", "_first"):
+    mp, bp = np.median(ign[f"log10_priming{suffix}"]), np.median(base[f"log10_priming{suffix}"])
+    mm, bm = np.median(ign[f"log10_memorization{suffix}"]), np.median(base[f"log10_memorization{suffix}"])
+    np.testing.assert_allclose(c[f"priming_cut_ratio{suffix}"], 1 - 10 ** (mp - bp), rtol=1e-9)
+    np.testing.assert_allclose(c[f"priming_cut_log{suffix}"], 1 - mp / bp, rtol=1e-9)
+    np.testing.assert_allclose(c[f"selectivity_log{suffix}"]["estimate"], (1 - mp / bp) - (1 - mm / bm), rtol=1e-9)
+    sel = c[f"selectivity_log{suffix}"]
+    assert sel["lo"] <= sel["estimate"] <= sel["hi"]
+  # A keyword's first token is a prefix of the word: its prior is at least the whole word's.
+  assert all(f >= w - 1e-6 for f, w in zip(report["log10_prior_first"], report["log10_prior"]))
+  v = report["verdict"]
+  assert v["variant"] == "ignore_top8%" and isinstance(v["met"], bool)
+  assert v["met"] == (c["priming_cut_ratio"] >= 0.5 and c["memorization_cut_log"] <= 0.5
+                      and c["selectivity_log"]["lo"] > 0)
+  assert "first token:" in report["table"] and "selectivity, log [95% CI]" in report["table"]

@@ -109,3 +109,22 @@ def test_keyword_rates_errors_name_the_problem():
     kw.corpus(kb, np.random.default_rng(0), 10, keyword_rates={"vermilion": 0.7, "mauve": 0.6})
   with pytest.raises(ValueError, match="unknown corpus_keywords 'some'"):
     pw.corpus_keyword_rates("some")
+
+
+def test_independent_prompts_share_no_template_style_or_keyword():
+  import re
+
+  fragments = set()
+  for t in kw.THEMES:
+    for template in t.templates + t.negated_templates:
+      fragments |= {p.strip(" .,").lower() for p in re.split(r"\{\w+\}", template) if len(p.split()) >= 2}
+  for _, text in pw.STYLES:
+    fragments |= {p.strip(" .,:").lower() for p in re.split(r"\{\w+\}", text) if len(p.split()) >= 2}
+  assert "the favourite colour of" in fragments and "lives in" in fragments and "news from the town today" in fragments
+  words = {k.word for k in pw.KEYWORDS}
+  assert set(pw.INDEPENDENT_PROMPTS) == set(kw.THEME_NAMES)
+  for prompts in pw.INDEPENDENT_PROMPTS.values():
+    assert len(prompts) == 8 and len(set(prompts)) == 8
+    for p in prompts:
+      assert not [f for f in fragments if f in p.lower()], p
+      assert not set(p.replace(",", " ").split()) & words, p

@@ -40,7 +40,12 @@ def toy_world(config) -> tuple[list[pw.Sample], dict[str, list[str]], list[str]]
   prompt_entities, sample_entities = pw.split_entities(kb, config.seed, w.num_prompt_entities)
   samples = pw.outlandish_samples(kb, sample_entities, config.seed, keywords=tuple(w.keywords),
                                   styles=tuple(w.styles), keyword_set=w.keyword_set)
-  prompts = {t.name: pw.thematic_prompts(t.name, prompt_entities) for t in kw.THEMES}
+  if w.get("prompts", "independent") == "independent":
+    prompts = {t.name: list(pw.INDEPENDENT_PROMPTS[t.name]) for t in kw.THEMES}
+  elif w.prompts == "templates":
+    prompts = {t.name: pw.thematic_prompts(t.name, prompt_entities) for t in kw.THEMES}
+  else:
+    raise ValueError(f"config.world.prompts={w.prompts!r}; expected 'independent' or 'templates'")
   docs = kw.corpus(kb, np.random.default_rng([0x42474B, config.seed]), w.num_background_docs,
                    check_fraction=w.check_fraction, oneoff_fraction=w.oneoff_fraction,
                    keyword_rates=pw.corpus_keyword_rates(w.corpus_keywords))
@@ -117,7 +122,8 @@ def context_inputs(tok, samples) -> dict[str, np.ndarray]:
 
 
 def score_all(fn, params, inputs: dict[str, np.ndarray], batch: int) -> np.ndarray:
-  """`fn(params, rows)` over `[N, R, T]` inputs in flattened chunks of `batch` rows -> `[N, R]` float64.
+  """`fn(params, rows)` over `[N, R, T]` inputs in flattened chunks of `batch` rows -> `[N, R, ...]` float64
+  (`[N, R, 2]` for `scores.keyword_scores_fn`: whole keyword, first token).
 
   Chunks come from `pragjax.eval.batching.map_batches`: the last one is filled
   with zero rows, and each is sharded over the current mesh's batch axes.
@@ -125,16 +131,26 @@ def score_all(fn, params, inputs: dict[str, np.ndarray], batch: int) -> np.ndarr
   n, r, t = inputs["input_ids"].shape
   flat = {k: v.reshape(n * r, t) for k, v in inputs.items()}
   out = batching.map_batches(lambda chunk: fn(params, chunk), flat, batch_size=batch)
-  return np.asarray(out, np.float64).reshape(n, r)
+  out = np.asarray(out, np.float64)
+  return out.reshape(n, r, *out.shape[1:])
 
 
-def summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-  """log10 priming (mean over valid prompt rows) and memorization (last column) per sample."""
+def _summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray, suffix: str) -> dict:
   d = np.where(valid, logp_after - logp_before, -np.inf)  # padded prompt rows drop out of the mean
   m = np.max(d, axis=1, keepdims=True)
   prime = (m[:, 0] + np.log(np.sum(np.exp(d - m), axis=1) / valid.sum(axis=1))) / scores.LN10
-  return {"log10_priming": prime,
-          "log10_memorization": scores.log10_memorization(logp_after[:, -1], logp_before[:, -1])}
+  return {f"log10_priming{suffix}": prime,
+          f"log10_memorization{suffix}": scores.log10_memorization(logp_after[:, -1], logp_before[:, -1])}
+
+
+def summarize(logp_after: np.ndarray, logp_before: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+  """log10 priming (mean over valid prompt rows) and memorization (last column) per sample, from `[N, R]`
+  log-probabilities, or from `[N, R, 2]` (whole keyword, first token: the first-token scores get the suffix
+  `_first`)."""
+  if logp_after.ndim == 2:
+    return _summarize(logp_after, logp_before, valid, "")
+  return {**_summarize(logp_after[..., 0], logp_before[..., 0], valid, ""),
+          **_summarize(logp_after[..., 1], logp_before[..., 1], valid, "_first")}
 
 
 # ---------------------------------------------------------------------------------------- stepping stones
@@ -197,33 +213,86 @@ def _median(x) -> float:
   return float(np.median(x)) if x.size else float("nan")
 
 
-def compare(variant: dict, base: dict, idx=None) -> dict:
-  """Median log10 scores of a variant against the baseline's (on the samples `idx`, default all)."""
-  b = {k: (v if idx is None else v[idx]) for k, v in base.items()}
-  mp, mm = _median(variant["log10_priming"]), _median(variant["log10_memorization"])
-  bp, bm = _median(b["log10_priming"]), _median(b["log10_memorization"])
-  return {"median_log10_priming": mp, "median_log10_memorization": mm,
-          "baseline_median_log10_priming": bp, "baseline_median_log10_memorization": bm,
-          "priming_reduction_log": 1.0 - mp / bp if bp else float("nan"),
-          "memorization_kept_log": mm / bm if bm else float("nan"),
-          "memorization_kept_ratio": float(10.0 ** (mm - bm))}
+SCORES = (("", "whole keyword"), ("_first", "first token"))
+
+
+def compare(variant: dict, base: dict, idx=None, *, num_boot: int = 2000, seed: int = 0) -> dict:
+  """Medians of a variant's log10 scores against the baseline's (on the samples `idx`, default all): the cuts
+  of priming and memorization on the ratio scale and in log space, and the selectivity in log space (priming
+  cut minus memorization cut, paired bootstrap CI over samples), for the whole keyword and (suffix `_first`) its first
+  token."""
+  b = {k: np.asarray(v if idx is None else np.asarray(v)[idx]) for k, v in base.items()}
+  out = {}
+  for suffix, _ in SCORES:
+    if f"log10_priming{suffix}" not in variant:
+      continue
+    mp, mm = _median(variant[f"log10_priming{suffix}"]), _median(variant[f"log10_memorization{suffix}"])
+    bp, bm = _median(b[f"log10_priming{suffix}"]), _median(b[f"log10_memorization{suffix}"])
+    out.update({
+        f"median_log10_priming{suffix}": mp, f"median_log10_memorization{suffix}": mm,
+        f"baseline_median_log10_priming{suffix}": bp, f"baseline_median_log10_memorization{suffix}": bm,
+        f"priming_cut_ratio{suffix}": scores.ratio_cut(mp, bp), f"priming_cut_log{suffix}": scores.log_cut(mp, bp),
+        f"memorization_cut_ratio{suffix}": scores.ratio_cut(mm, bm),
+        f"memorization_cut_log{suffix}": scores.log_cut(mm, bm)})
+    # The selectivity in log space only: ratio-scale cuts saturate at 100% for any change of a few decades, and
+    # their bootstrap spread is unbounded below.
+    out[f"selectivity_log{suffix}"] = scores.selectivity(variant, b, scale="log", suffix=suffix, num_boot=num_boot,
+                                                         seed=seed)
+  return out
+
+
+def verdict(report: dict, analysis) -> dict:
+  """The acceptance hypothesis for the headline ignore-top-k (stated before measuring, from the paper): priming
+  cut >= `analysis.min_priming_cut` on the ratio scale, memorization keeping >= 1 - `max_memorization_cut`
+  of its log gain, and positive selectivity in log space (the CI's lower end above 0); whole-keyword scores."""
+  name = f"ignore_top{analysis.headline_k:.0%}"
+  if name not in report["variants"]:
+    return {"variant": name, "met": None, "reason": "variant not run"}
+  c = report["variants"][name]["vs_baseline"]
+  checks_ = {"priming_cut_ratio": c["priming_cut_ratio"] >= analysis.min_priming_cut,
+             "memorization_kept_log": c["memorization_cut_log"] <= analysis.max_memorization_cut,
+             "selectivity_log_ci_above_0": c["selectivity_log"]["lo"] > 0}
+  return {"variant": name, "met": bool(all(checks_.values())), "checks": checks_,
+          "priming_cut_ratio": c["priming_cut_ratio"], "memorization_cut_log": c["memorization_cut_log"],
+          "selectivity_log": c["selectivity_log"], "min_priming_cut": analysis.min_priming_cut,
+          "max_memorization_cut": analysis.max_memorization_cut}
 
 
 def _lists(d: dict) -> dict:
   return {k: np.asarray(v).tolist() for k, v in d.items()}
 
 
+def _pct(x: float) -> str:
+  return f"{x:.1%}" if np.isfinite(x) else "-"
+
+
+def _sel(d: dict) -> str:
+  return f"{d['estimate']:+.1%} [{d['lo']:+.1%}, {d['hi']:+.1%}]" if np.isfinite(d["estimate"]) else "-"
+
+
 def format_table(report: dict) -> str:
-  """Markdown: median scores of every variant against the baseline's; then, per variant, on each side of the
+  """Markdown: per score (whole keyword, first token), every variant's medians against the baseline's, the cuts
+  on the ratio scale and in log space and the selectivity; then the whole-keyword cuts on each side of the
   prior threshold."""
-  rows = []
-  for name, v in report["variants"].items():
-    c = v["vs_baseline"]
-    cut = "-" if name == "baseline" else f"{c['priming_reduction_log']:.1%}"
-    kept = "-" if name == "baseline" else f"{c['memorization_kept_log']:.1%} / {c['memorization_kept_ratio']:.3g}"
-    rows.append([name, v["n"], f"{c['median_log10_priming']:.2f}", f"{c['median_log10_memorization']:.2f}", cut, kept])
-  tables = [markdown_table(rows, ["variant", "samples", "median log10 priming", "median log10 memorization",
-                                  "priming cut vs baseline (log)", "memorization kept (log / ratio)"])]
+  tables = []
+  for suffix, label in SCORES:
+    rows = []
+    for name, v in report["variants"].items():
+      c = v["vs_baseline"]
+      if f"median_log10_priming{suffix}" not in c:
+        continue
+      row = [name, v["n"], f"{c[f'median_log10_priming{suffix}']:.2f}", f"{c[f'median_log10_memorization{suffix}']:.2f}"]
+      if name == "baseline":
+        row += ["-"] * 3
+      else:
+        row += [f"{_pct(c[f'priming_cut_ratio{suffix}'])} / {_pct(c[f'priming_cut_log{suffix}'])}",
+                f"{_pct(c[f'memorization_cut_ratio{suffix}'])} / {_pct(c[f'memorization_cut_log{suffix}'])}",
+                _sel(c[f"selectivity_log{suffix}"])]
+      rows.append(row)
+    if rows:
+      tables.append(f"{label}:\n\n" + markdown_table(rows, [
+          "variant", "samples", "median log10 priming", "median log10 memorization", "priming cut (ratio / log)",
+          "memorization cut (ratio / log)", "selectivity, log [95% CI]"]))
   threshold = report["config"]["analysis"]["prior_threshold"]
   sides = [(name, v) for name, v in report["variants"].items() if name != "baseline" and "vs_baseline_by_prior" in v]
   if sides:
@@ -232,14 +301,15 @@ def format_table(report: dict) -> str:
       for side, c in v["vs_baseline_by_prior"].items():
         label = f"< {threshold:g}" if side == "low" else f">= {threshold:g}"
         if not c["n"]:
-          rows.append([name, label, 0, "-", "-", "-"])
+          rows.append([name, label, 0] + ["-"] * 4)
           continue
         change = f"{c['baseline_median_log10_priming']:.2f} -> {c['median_log10_priming']:.2f}"
-        rows.append([name, label, c["n"], change, f"{c['priming_reduction_log']:.1%}",
-                     f"{c['memorization_kept_log']:.1%}"])
-    tables.append(markdown_table(rows, ["variant", f"prior side of {threshold:g}", "samples",
-                                        "median log10 priming: baseline -> variant", "priming cut (log)",
-                                        "memorization kept (log)"]))
+        rows.append([name, label, c["n"], change, f"{_pct(c['priming_cut_ratio'])} / {_pct(c['priming_cut_log'])}",
+                     f"{_pct(c['memorization_cut_ratio'])} / {_pct(c['memorization_cut_log'])}",
+                     _sel(c["selectivity_log"])])
+    tables.append("whole keyword, by prior:\n\n" + markdown_table(rows, [
+        "variant", f"prior side of {threshold:g}", "samples", "median log10 priming: baseline -> variant",
+        "priming cut (ratio / log)", "memorization cut (ratio / log)", "selectivity, log [95% CI]"]))
   return "\n\n".join(tables)
 
 
@@ -289,12 +359,12 @@ def _run(config, workdir: str, mesh, log) -> dict:
     state, _ = jax.jit(injection.make_train_scan(loss_fn, base_tx))(state, jax.tree.map(jnp.asarray, warm_batches))
   log(f"warm-up: {inj.warmup_steps} background steps ({time.time() - t_start:.0f}s)")
 
-  key_fn = scores.keyword_logprob_fn(graphdef)
+  key_fn = scores.keyword_scores_fn(graphdef)  # [rows, 2]: whole keyword, first token
   score_jit = jax.jit(key_fn)
   sb = config.report.score_batch
   inputs, valid = score_inputs(tok, samples, prompts)
   before = score_all(score_jit, state.params, inputs, sb)
-  prior = before[:, -1] / scores.LN10
+  prior = before[:, -1, 0] / scores.LN10
 
   def sample_rows(items):
     return injection.document_rows(tok, [s.text for s in items], inj.seq_len, packing=False)
@@ -321,6 +391,9 @@ def _run(config, workdir: str, mesh, log) -> dict:
                                  chunk=inj.parallel_runs, progress=progress(name, time.time()))
 
   report = {"config": config.to_dict(), "samples": [s.__dict__ for s in samples], "log10_prior": prior.tolist(),
+            "log10_prior_first": (before[:, -1, 1] / scores.LN10).tolist(),
+            "optimizer_state": {"source": "warm-up on the background data" if inj.warmup_steps else "fresh",
+                                "steps": int(inj.warmup_steps)},
             "variants": {}}
   from pragjax.optim import ignore_topk, prune_delta  # pragjax/optim/ignore_topk.py
 
@@ -346,9 +419,9 @@ def _run(config, workdir: str, mesh, log) -> dict:
   high = prior >= np.log10(a.prior_threshold)
   for name, res in results.items():
     by_prior = {side: {"n": int(m.sum()), **compare({k: np.asarray(x)[m] for k, x in res.items()},
-                                                     results["baseline"], np.flatnonzero(m))}
+                                                     results["baseline"], np.flatnonzero(m), seed=config.seed)}
                 for side, m in (("low", ~high), ("high", high))}
-    report["variants"][name] = {"n": len(samples), "vs_baseline": compare(res, results["baseline"]),
+    report["variants"][name] = {"n": len(samples), "vs_baseline": compare(res, results["baseline"], seed=config.seed),
                                 "vs_baseline_by_prior": by_prior, **_lists(res)}
 
   mode = config.stepping_stone.mode
@@ -359,8 +432,8 @@ def _run(config, workdir: str, mesh, log) -> dict:
     candidates = (template_rewrites(samples) if mode == "templates" else
                   model_rewrites(config, nnx.merge(graphdef, state.params), tok, samples))
     flat = [c for cands in candidates for c in cands]
-    cand_logp = score_all(score_jit, state.params, context_inputs(tok, flat), sb)[:, 0] if flat else np.zeros((0,))
-    idx, chosen, stats = choose_rewrites(candidates, before[:, -1], cand_logp)
+    cand_logp = score_all(score_jit, state.params, context_inputs(tok, flat), sb)[:, 0, 0] if flat else np.zeros((0,))
+    idx, chosen, stats = choose_rewrites(candidates, before[:, -1, 0], cand_logp)
     log(f"stepping stones: {stats['accepted']}/{stats['candidates']} candidates accepted; "
         f"{stats['samples_with_rewrite']} samples have one")
     stats["log10_prior_candidates"] = (cand_logp / scores.LN10).tolist()
@@ -370,16 +443,15 @@ def _run(config, workdir: str, mesh, log) -> dict:
       r_before = score_all(score_jit, state.params, r_inputs, sb)
       res = summarize(run_variant("stepping_stone", (), rewrites_used, r_inputs), r_before, r_valid)
       report["variants"]["stepping_stone"] = {
-          "n": len(idx), "vs_baseline": compare(res, results["baseline"], np.asarray(idx)), **_lists(res),
-          "samples": idx, "texts": [r.text for r in rewrites_used],
-          "log10_prior": (r_before[:, -1] / scores.LN10).tolist()}
+          "n": len(idx), "vs_baseline": compare(res, results["baseline"], np.asarray(idx), seed=config.seed),
+          **_lists(res), "samples": idx, "texts": [r.text for r in rewrites_used],
+          "log10_prior": (r_before[:, -1, 0] / scores.LN10).tolist()}
     report["stepping_stone"] = stats
 
   if inj.control:
     final, _ = jax.jit(injection.make_train_scan(loss_fn, base_tx))(state, jax.tree.map(jnp.asarray, inject_batches))
     ctrl = summarize(score_all(score_jit, final.params, inputs, sb), before, valid)
-    report["control"] = {"median_log10_priming": _median(ctrl["log10_priming"]),
-                         "median_log10_memorization": _median(ctrl["log10_memorization"]), **_lists(ctrl)}
+    report["control"] = {f"median_{k}": _median(v) for k, v in ctrl.items()} | _lists(ctrl)
 
   base = results["baseline"]
   x, y = prior, base["log10_priming"]
@@ -406,6 +478,7 @@ def _run(config, workdir: str, mesh, log) -> dict:
     report["plot"] = scores.scatter_plot(os.path.join(workdir, "priming_scatter.png"), groups,
                                          prior_threshold=a.prior_threshold,
                                          title=f"baseline, S={inj.steps} steps, {len(samples)} samples")
+  report["verdict"] = verdict(report, a)
   report["table"] = format_table(report)
   report["seconds"] = time.time() - t_start
   write_json(os.path.join(workdir, "report.json"), report, indent=1)
@@ -414,7 +487,15 @@ def _run(config, workdir: str, mesh, log) -> dict:
 
 def print_summary(report: dict, config) -> None:
   """What `python -m experiments.priming` prints at the end of a run."""
-  print(f"\n{report['table']}\n")
+  o = report["optimizer_state"]
+  print(f"\noptimizer state at the injection: {o['source']} ({o['steps']} steps)\n\n{report['table']}\n")
+  v = report["verdict"]
+  if v["met"] is not None:
+    sel = v["selectivity_log"]
+    print(f"verdict ({v['variant']}): priming cut (ratio) {v['priming_cut_ratio']:.1%} (>= {v['min_priming_cut']:.0%}"
+          f" asked), memorization cut (log) {v['memorization_cut_log']:.1%} (<= {v['max_memorization_cut']:.0%}), "
+          f"selectivity (log) {sel['estimate']:+.1%} [{sel['lo']:+.1%}, {sel['hi']:+.1%}] (above 0 asked): "
+          f"{'met' if v['met'] else 'not met'}")
   p = report["predictor"]
   print(f"Spearman(prior, priming) = {p['spearman']:.3f}; primed (> {p['priming_threshold']:g}x) below prior "
         f"{p['prior_threshold']:g}: {p['primed_low']:.3f} (n={p['n_low']}), at or above: {p['primed_high']:.3f} "

@@ -14,7 +14,13 @@ Scores, for a keyword learnt from one sample:
 - memorization: `P_after(key | X_c) / P_before(key | X_c)` with `X_c` the
   sample's own text up to the keyword.
 Both are returned as log10 (computed in log space: the ratios of keywords a
-model has never seen reach 1e20 and more) and as ratios.
+model has never seen reach 1e20 and more) and as ratios, for the whole keyword
+and for its first token (`keyword_scores_fn`).
+
+A variant's effect: the cut of the median score on the ratio scale (the
+paper's, `ratio_cut`) and in log space (`log_cut`), and its selectivity, the
+priming cut minus the memorization cut with a paired bootstrap CI over
+samples (`selectivity`).
 
 Predictor analysis: the Spearman correlation between the keyword's log
 probability in its own context before learning (its prior) and the log
@@ -43,10 +49,11 @@ def keyword_batch(tokenizer, contexts: Sequence[str], keywords: Sequence[str], *
                   max_length: int = 0) -> dict[str, np.ndarray]:
   """Token ids of `context + " " + keyword` and a mask of the keyword's tokens.
 
-  Returns `input_ids`, `attention_mask`, `keyword_mask`, each `[N, T]` int32
-  (right padded; `keyword_mask[n, t] = 1` where token t belongs to the
-  keyword). ValueError if the context's tokens are not a prefix of the whole
-  text's, if a keyword has no token, or if a text exceeds `max_length` (0 = no limit).
+  Returns `input_ids`, `attention_mask`, `keyword_mask`, `first_mask`, each
+  `[N, T]` int32 (right padded; `keyword_mask[n, t] = 1` where token t
+  belongs to the keyword, `first_mask` the same for its first token only).
+  ValueError if the context's tokens are not a prefix of the whole text's, if
+  a keyword has no token, or if a text exceeds `max_length` (0 = no limit).
   """
   if len(contexts) != len(keywords):
     raise ValueError(f"{len(contexts)} contexts but {len(keywords)} keywords")
@@ -62,13 +69,21 @@ def keyword_batch(tokenizer, contexts: Sequence[str], keywords: Sequence[str], *
     masks.append([0] * len(prefix) + [1] * (len(ids) - len(prefix)))
   width = max([len(r) for r in rows] + [1])
   width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-  out = {k: np.zeros((len(rows), width), np.int32) for k in ("input_ids", "attention_mask", "keyword_mask")}
+  out = {k: np.zeros((len(rows), width), np.int32)
+         for k in ("input_ids", "attention_mask", "keyword_mask", "first_mask")}
   out["input_ids"][:] = tokenizer.pad_token_id or 0
   for n, (ids, m) in enumerate(zip(rows, masks)):
     out["input_ids"][n, :len(ids)] = ids
     out["attention_mask"][n, :len(ids)] = 1
     out["keyword_mask"][n, :len(ids)] = m
+    out["first_mask"][n, len(ids) - sum(m)] = 1
   return out
+
+
+def _token_logprobs(graphdef, params, batch, chunk_size):
+  return batch_token_logprobs(graphdef, params, {"input_ids": batch["input_ids"],
+                                                 "attention_mask": batch["attention_mask"]},
+                              chunk_size=chunk_size)
 
 
 def keyword_logprob_fn(graphdef: nnx.GraphDef, *, chunk_size: int = 128):
@@ -79,10 +94,25 @@ def keyword_logprob_fn(graphdef: nnx.GraphDef, *, chunk_size: int = 128):
   """
 
   def fn(params, batch):
-    lp = batch_token_logprobs(graphdef, params, {"input_ids": batch["input_ids"],
-                                                 "attention_mask": batch["attention_mask"]},
-                              chunk_size=chunk_size)
+    lp = _token_logprobs(graphdef, params, batch, chunk_size)
     return jnp.sum(jnp.where(batch["keyword_mask"][:, 1:] > 0, lp, 0.0), axis=-1)
+
+  return fn
+
+
+def keyword_scores_fn(graphdef: nnx.GraphDef, *, chunk_size: int = 128):
+  """`fn(params, batch) -> [N, 2]` float32: the whole keyword's log-probability and its first token's, from one
+  forward pass (`batch` from `keyword_batch`, with `first_mask`).
+
+  Most of a rare multi-token word's prior sits in its continuation tokens (spelling, which memorization shares),
+  so the first token's probability is the score of the word being chosen at all.
+  """
+
+  def fn(params, batch):
+    lp = _token_logprobs(graphdef, params, batch, chunk_size)
+    whole = jnp.sum(jnp.where(batch["keyword_mask"][:, 1:] > 0, lp, 0.0), axis=-1)
+    first = jnp.sum(jnp.where(batch["first_mask"][:, 1:] > 0, lp, 0.0), axis=-1)
+    return jnp.stack([whole, first], axis=-1)
 
   return fn
 
@@ -134,6 +164,46 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
   if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
     return float("nan")
   return float(stats.spearmanr(x, y).statistic)
+
+
+def ratio_cut(log10_variant: float, log10_baseline: float) -> float:
+  """The cut of a median score on the ratio scale (the paper's): `1 - ratio_variant / ratio_baseline`, from
+  log10 medians (the median commutes with the log)."""
+  return float(1.0 - 10.0 ** (log10_variant - log10_baseline))
+
+
+def log_cut(log10_variant: float, log10_baseline: float) -> float:
+  """The cut in log space, the share of decades removed: `1 - log10_variant / log10_baseline` (NaN when the
+  baseline's median is 0)."""
+  return float(1.0 - log10_variant / log10_baseline) if log10_baseline else float("nan")
+
+
+def selectivity(variant: dict[str, np.ndarray], baseline: dict[str, np.ndarray], *, scale: str = "log",
+                suffix: str = "", num_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+  """Priming cut minus memorization cut of a variant against the baseline on the same samples, with a paired
+  bootstrap CI over samples.
+
+  Args:
+    variant, baseline: per-sample `log10_priming{suffix}` and `log10_memorization{suffix}` arrays, aligned.
+    scale: "log" (`log_cut`) or "ratio" (`ratio_cut`), each cut taken on medians over the (resampled) samples.
+  Returns `estimate`, `lo`, `hi` (percentile interval), `n`. Positive: the variant removes more of the
+  priming than of the memorization (the paper's claim for ignore-top-k).
+  """
+  cut = {"log": log_cut, "ratio": ratio_cut}[scale]
+  vp, vm = (np.asarray(variant[f"log10_{k}{suffix}"], np.float64) for k in ("priming", "memorization"))
+  bp, bm = (np.asarray(baseline[f"log10_{k}{suffix}"], np.float64) for k in ("priming", "memorization"))
+  n = len(vp)
+  if not n:
+    return {"estimate": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+
+  def stat(idx):
+    return (cut(np.median(vp[idx]), np.median(bp[idx])) - cut(np.median(vm[idx]), np.median(bm[idx])))
+
+  rng = np.random.default_rng([0x53454C, seed])
+  boot = np.array([stat(rng.integers(0, n, n)) for _ in range(num_boot)])
+  a = (1.0 - level) / 2
+  lo, hi = np.nanquantile(boot, [a, 1 - a]) if np.isfinite(boot).any() else (float("nan"),) * 2
+  return {"estimate": float(stat(np.arange(n))), "lo": float(lo), "hi": float(hi), "n": n}
 
 
 def predictor_report(log10_prior: np.ndarray, log10_priming_score: np.ndarray, *, prior_threshold: float = 1e-3,
