@@ -2,10 +2,13 @@
 
 Variants:
   toy       the built-in arithmetic model samples solutions to training
-            problems, labelled by final answer only; CE and DPO PRMs are
-            trained from it (init = reference = the built-in model) and
-            evaluated by best-of-{4,16,64} and first-error F1 on held-out
-            problems against the world's exact step labels. Minutes on 2 CPU cores.
+            problems, labelled by final answer only; CE (instance-balanced,
+            as the paper) and DPO PRMs are trained from it (init = reference
+            = the built-in model) for up to 8 epochs, stopped early on the
+            within-problem AUC of q(end) on 128 validation problems (never on
+            best-of-N), then evaluated by that AUC, best-of-{4,16,64} and
+            first-error F1 on held-out test problems against the world's exact
+            step labels. About half an hour on 2 CPU cores.
   ci        the toy pipeline, smaller (the CI test).
   tiny      a local HF checkpoint (set --config.model.path) trained on
             JSONL outcome/stepwise records (--config.data.train_path) and
@@ -22,11 +25,20 @@ Fields beyond common.py:
   prm.chat_template       "" = use the tokenizer's template when it has one; "on" | "off"
   prm.separator           step separator when records give steps ("\\n\\n")
   prm.kto_desirable_weight, prm.kto_undesirable_weight   KTO lambda_D, lambda_U
+  prm.balance             CE data: none (every record) | instance (per prompt as many correct as wrong
+                          responses, one-sided prompts dropped: the paper's instance-balanced CE)
+  prm.evals_per_epoch     toy with world.val_problems: validation AUC evaluations per epoch
+  prm.patience            evaluations without a better validation AUC before training stops (0 = never
+                          stop early; the best evaluated model is used either way)
   train.epochs            epochs when train.steps is 0
   train.length_bucket     pad each batch to its longest sequence rounded up to this (0 = seq_len)
   world.*                 toy: train_problems, train_samples, eval_problems, eval_samples,
                           tune_fraction (held-out problems used to tune the F1 threshold),
-                          temperature, max_new_tokens, sample_batch (sequences per generate call)
+                          val_problems, val_samples (the early-stopping split: held-out problems after the
+                          test ones; 0 = no selection, train the whole budget),
+                          temperature, max_new_tokens, sample_batch (sequences per generate call),
+                          sample_dir (where sampled solutions are cached; "" = the workdir: point several
+                          runs with other PRM settings at one to sample once)
   eval.best_of            n values of best-of-n; eval.num_subsets random subsets per n
   eval.modes              step-reward modes scored (single, accumulative)
   eval.aggregations       solution scores compared (min, sum, last, mean)
@@ -47,10 +59,11 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c = common.base_config()
   c.prm = ConfigDict(dict(losses=("ce", "dpo"), beta=0.05, label_threshold=0.5, max_pairs_per_prompt=0,
                           chat_template="", separator="\n\n",
-                          kto_desirable_weight=1.0, kto_undesirable_weight=1.0))
-  c.world = ConfigDict(dict(name="arithmetic", train_problems=512, train_samples=16, eval_problems=200,
+                          kto_desirable_weight=1.0, kto_undesirable_weight=1.0, balance="none",
+                          evals_per_epoch=2, patience=3))
+  c.world = ConfigDict(dict(name="arithmetic", train_problems=1024, train_samples=16, eval_problems=200,
                             eval_samples=64, tune_fraction=0.5, temperature=1.0, max_new_tokens=64,
-                            sample_batch=1024))
+                            sample_batch=1024, val_problems=0, val_samples=16, sample_dir=""))
   c.eval = ConfigDict(dict(best_of=(4, 16, 64), num_subsets=20, modes=("single", "accumulative"),
                            aggregations=("min", "sum", "last"), weighted="single_min", processbench_dir="",
                            processbench_splits=("gsm8k", "math"), processbench_limit=0, best_of_n_path="",
@@ -65,12 +78,18 @@ def get_config(arg: str = "toy") -> ConfigDict:
   if arg in ("toy", "ci"):
     # DPO sees as many sequences per prompt as CE (16 samples -> 8 pairs); all pairs would be ~5x the compute.
     c.prm.max_pairs_per_prompt = 8
+    c.prm.balance = "instance"
     c.train.length_bucket = 32
+    c.train.epochs = 8
+    c.world.val_problems = 128
   if arg == "toy":
     pass
   elif arg == "ci":
     c.prm.max_pairs_per_prompt = 4
-    c.world.update(train_problems=96, train_samples=8, eval_problems=48, eval_samples=16)
+    c.world.update(train_problems=96, train_samples=8, eval_problems=48, eval_samples=16, val_problems=24,
+                   val_samples=8)
+    c.train.epochs = 2
+    c.prm.patience = 2
     c.eval.update(best_of=(4, 16), num_subsets=5)
     c.train.update(batch_size=32, log_every=10, progress=False)
   elif arg == "tiny":

@@ -34,7 +34,8 @@
   returns with `preempted=True`.
 - Evaluators (`evaluators`, every `eval_every` steps and at the last step)
   see the step and the new state and return metrics, written prefixed
-  `eval/`.
+  `eval/`. Early stopping: `stop_when()` is asked after each evaluation; True
+  ends the run there with a checkpoint and `stopped_early=True`.
 - Any other exit (an exception, Ctrl-C = `TrainingInterrupted`, a failing
   evaluator) first waits for the checkpoint being written to be
   finalised; the exception gets a note naming the step reached and the last
@@ -83,6 +84,7 @@ class LoopResult:
   last_metrics: dict
   resumed_from: int = 0
   skipped_checkpoints: list = dataclasses.field(default_factory=list)  # (step, reason) that did not restore
+  stopped_early: bool = False  # `stop_when` ended the run before num_steps
 
 
 class _Signals:
@@ -277,6 +279,7 @@ def run(
     profile_steps: tuple[int, int] | None = None,
     profile_dir: str | None = None,
     before_batch: Callable[[Any], None] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> LoopResult:
   """Trains until `num_steps` (a total, not an increment). See the module docstring.
 
@@ -297,6 +300,8 @@ def run(
     profile_steps, profile_dir: trace steps `first..last` (inclusive) with `jax.profiler` into `profile_dir`.
     before_batch: called with the current state before each `next(data)` (a data source that samples from the
       policy being trained reads the parameters there, `pragjax.train.rollout`).
+    stop_when: asked after each evaluation (early stopping on an evaluator's metric); True saves a checkpoint
+      and returns with `stopped_early=True`.
 
   A data source with a `metrics()` method (e.g. the rollout source's reward and lengths) adds its values to
   every metrics row.
@@ -321,7 +326,7 @@ def run(
   checked = 0  # how many of `window` have had their finite flag read
   window_tokens, window_t0 = 0, time.perf_counter()
   last: dict = writer.last_logged() if (writer is not None and start == num_steps) else {}
-  preempted = False
+  preempted = stopped_early = False
   error: BaseException | None = None
   try:
     with _Signals() as sig:
@@ -354,6 +359,9 @@ def run(
         if eval_due:
           for evaluator in evaluators:
             evaluated.update({f"eval/{k}": float(v) for k, v in evaluator(step, state).items()})
+          if stop_when is not None and not final and stop_when():
+            stopped_early = True
+            save_due = checkpointer is not None
         if logged:
           dt = max(time.perf_counter() - window_t0, 1e-9)
           acc: dict[str, float] = {}
@@ -395,6 +403,8 @@ def run(
         if stop:
           preempted = True
           break
+        if stopped_early:
+          break
   except NonFiniteLossError as e:
     error = e
     raise
@@ -416,7 +426,7 @@ def run(
     if bar is not None:
       bar.close()
   return LoopResult(state=state, step=step, preempted=preempted, last_metrics=last, resumed_from=start,
-                    skipped_checkpoints=skipped)
+                    skipped_checkpoints=skipped, stopped_early=stopped_early)
 
 
 def _report_compile(report: Mapping[str, Any], writer: MetricWriter | None, bar) -> None:

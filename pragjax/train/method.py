@@ -23,6 +23,9 @@ Fields:
     `train.eval_every` steps (and at the last step) on the current parameters
     merged into a model; rows go to `metrics.jsonl` / TensorBoard prefixed
     `eval/`.
+  stop_when: `() -> bool`, asked after each evaluation; True stops the run
+    early (with a checkpoint; e.g. an evaluator's patience on a held-out metric
+    ran out).
   flops_factor: model FLOPs per token relative to one train step of the plain
     LM (e.g. 4/3 with an in-step reference forward), for the MFU display.
   flops_seq_len: sequence length of the FLOPs estimate (default `train.seq_len`).
@@ -46,6 +49,7 @@ class Method:
   data: Callable[[Any], Any] | None = None
   reference: Callable[[nnx.GraphDef], Callable] | None = None
   evaluators: Sequence[Evaluator] = ()
+  stop_when: Callable[[], bool] | None = None
   flops_factor: float = 1.0
   flops_seq_len: int | None = None
 

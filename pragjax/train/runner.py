@@ -302,7 +302,7 @@ def _train_lm(config, workdir: str, method: Method, *, records, model, num_steps
           peak_flops=device_peak_flops(dtype), progress=tc.progress, steps_flag=steps_flag,
           evaluators=evaluators, eval_every=int(tc.get("eval_every", 0) or 0),
           profile_steps=profile, profile_dir=profile_dir if profile is not None else None,
-          before_batch=_model_observer(data, graphdef),
+          before_batch=_model_observer(data, graphdef), stop_when=method.stop_when,
       )
     finally:
       checkpointer.close()

@@ -153,6 +153,19 @@ def test_toy_pipeline_short():
 
   with tempfile.TemporaryDirectory() as workdir:
     report = implicit_prm.run(config, workdir, log=lambda *_: None)
+    # A rerun in the same workdir trains no further and scores the same selected model.
+    again = implicit_prm.run(config, workdir, log=lambda *_: None)
+  for loss in config.prm.losses:
+    r, st = report["prms"][loss], report["prms"][loss]["stats"]
+    history = {int(k): v for k, v in r["val_auc_history"].items()}
+    assert st["evaluations"] == len(history) >= 1 and st["eval_every"] >= 1
+    assert history[st["best_step"]] == max(history.values()) == st["best_value"]
+    assert st["steps_trained"] < st["steps"] if st["stopped_early"] else st["steps_trained"] == st["steps"]
+    auc = r["test_auc"]
+    assert 0.0 <= auc["lo"] <= auc["auc"] <= auc["hi"] <= 1.0 and auc["problems"] > 0
+    assert again["prms"][loss]["test_auc"]["auc"] == pytest.approx(auc["auc"], abs=1e-6)
+    assert again["prms"][loss]["stats"]["best_step"] == st["best_step"]
+  assert "test within-problem AUC of q(end)" in implicit_prm.format_training(report)
   rows = {(r["method"], r["n"]): r for r in report["best_of_n"]}
   for n in config.eval.best_of:
     assert rows[("random", n)]["subsets"] == pytest.approx(report["eval_sample_accuracy"], abs=0.05)
@@ -161,6 +174,7 @@ def test_toy_pipeline_short():
         assert 0.0 <= r["subsets"] <= rows[("oracle", n)]["subsets"] + 1e-9, method
   for loss in config.prm.losses:
     assert np.isfinite(report["prms"][loss]["final_metrics"]["loss"])
+    assert report["prms"][loss]["stats"]["records" if loss == "ce" else "pairs"] > 0
   worse = {loss: (rows[(f"{loss}:single_min", 4)]["subsets"], rows[("random", 4)]["subsets"])
            for loss in config.prm.losses
            if rows[(f"{loss}:single_min", 4)]["subsets"] <= rows[("random", 4)]["subsets"]}

@@ -180,6 +180,27 @@ def test_resume_writes_each_step_once_and_refuses_steps_below_the_checkpoint(set
   assert again.last_metrics["loss"] == pytest.approx(rows[-1]["loss"])
 
 
+def test_stop_when_ends_the_run_after_an_evaluation_with_a_checkpoint(setup, tmp_path):
+  seen = []
+
+  def evaluator(step, model):
+    seen.append(step)
+    return {"val": float(step)}
+
+  method = sft.method().replace(evaluators=[evaluator], stop_when=lambda: len(seen) >= 2)
+  workdir = str(tmp_path / "w")
+  result, _ = runner.train_lm(_config(setup, steps=10, eval_every=2, checkpoint_every=100), workdir, method)
+  assert result.stopped_early and not result.preempted and result.step == 4 and seen == [2, 4]
+  assert _step_dirs(workdir)[-1] == "4"  # the stop forced a save at the step it ended on (interval 100)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["eval/val"] for r in rows if "eval/val" in r] == [2.0, 4.0]
+  # Never asked at the last step, and never without an evaluation.
+  seen.clear()
+  done, _ = runner.train_lm(_config(setup, steps=2, eval_every=0), str(tmp_path / "v"),
+                            sft.method().replace(evaluators=[evaluator], stop_when=lambda: True))
+  assert done.step == 2 and not done.stopped_early and seen == [2]
+
+
 # -- 2. the data file is checked in one pass before training ----------------------------------------------
 
 

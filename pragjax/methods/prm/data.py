@@ -134,11 +134,39 @@ def build_kto_records(records: Sequence[Mapping], *, seed: int = 0) -> list[dict
   return out
 
 
+def balance_instances(records: Sequence[Mapping], *, threshold: float = 0.5, seed: int = 0) -> tuple[list[dict], dict]:
+  """Instance-balanced outcome records (the implicit-PRM paper's CE data): per prompt, as many correct as wrong
+  responses (the larger side subsampled at random); prompts with only one kind are dropped.
+
+  Returns (records in their original order, stats: `records`, `prompts`, `prompts_dropped`).
+  """
+  by_prompt: dict[str, list[int]] = {}
+  for i, r in enumerate(records):
+    by_prompt.setdefault(r["prompt"], []).append(i)
+  rng = np.random.default_rng([0x42414C, seed])
+  keep, dropped = [], 0
+  for idx in by_prompt.values():
+    pos = [i for i in idx if records[i]["label"] >= threshold]
+    neg = [i for i in idx if records[i]["label"] < threshold]
+    k = min(len(pos), len(neg))
+    if not k:
+      dropped += 1
+      continue
+    keep += [pos[j] for j in rng.permutation(len(pos))[:k]] + [neg[j] for j in rng.permutation(len(neg))[:k]]
+  kept = [dict(records[i]) for i in sorted(keep)]
+  return kept, {"records": len(kept), "prompts": len(by_prompt) - dropped, "prompts_dropped": dropped}
+
+
 def training_records(records: Sequence[Mapping], loss: str, *, seed: int = 0, threshold: float = 0.5,
-                     max_pairs_per_prompt: int = 0) -> tuple[list[dict], dict]:
-  """Outcome records -> the examples `loss` trains on (CE keeps every record) and stats."""
+                     max_pairs_per_prompt: int = 0, balance: str = "none") -> tuple[list[dict], dict]:
+  """Outcome records -> the examples `loss` trains on and stats. CE keeps every record, or with
+  `balance="instance"` an instance-balanced subset (`balance_instances`)."""
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  if balance not in ("none", "instance"):
+    raise ValueError(f"balance must be 'none' or 'instance', got {balance!r}")
+  if loss == "ce" and balance == "instance":
+    return balance_instances(records, threshold=threshold, seed=seed)
   if loss in PAIRWISE:
     return build_pairs(records, threshold=threshold, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed)
   if loss == "kto":

@@ -37,14 +37,18 @@ def _sample_key(config, num_samples: int) -> dict:
                     "num_samples": num_samples}}
 
 
-def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedModel | None = None):
+def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedModel | None = None,
+              selection=None, mesh=None):
   """Trains an implicit PRM on outcome records with the one train step; the initial model is also the reference.
 
   `config` has `seed`, `model`, `mesh`, `optim`, `train` (`train.steps` 0 =
   `train.epochs` over the examples) and `prm` (see
   `experiments/configs/implicit_prm.py`); `records` are outcome records
   (`pragjax.methods.prm.data.outcome_record`); `loss` one of `pragjax.methods.prm.data.LOSSES`.
-  Returns (loop result, the trained PRM, data stats).
+  `selection` (a `pragjax.methods.prm.selection.BestByMetric`): evaluated `prm.evals_per_epoch` times per
+  epoch; training stops when its patience runs out and the PRM returned is its best model (loaded on `mesh`).
+  Returns (loop result, the trained PRM, data stats); the loop result is None when a resumed run finds the
+  selection already stopped.
   """
   from pragjax.data.errors import DataError
   from pragjax.methods.prm import data as prm_data
@@ -52,7 +56,8 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
 
   tc, pc = config.train, config.prm
   examples, stats = prm_data.training_records(records, loss, seed=config.seed, threshold=pc.label_threshold,
-                                              max_pairs_per_prompt=pc.max_pairs_per_prompt)
+                                              max_pairs_per_prompt=pc.max_pairs_per_prompt,
+                                              balance=pc.get("balance", "none"))
   if not examples:
     raise DataError(f"no {loss} training examples from {len(records)} records ({stats}); pairwise losses need "
                     f"prompts with both correct and wrong responses")
@@ -73,23 +78,79 @@ def train_prm(config, workdir: str, records, *, loss: str, model: runner.LoadedM
                              desirable_weight=pc.kto_desirable_weight, undesirable_weight=pc.kto_undesirable_weight),
       data=make_data, reference=training.make_ref_fn,
       flops_factor=4 / 3)  # per token: the policy's forward and backward plus the reference's forward
-  result, trained = runner.train_lm(config, workdir, prm, model=model, num_steps=steps)
-  return result, trained, stats
+  if selection is None:
+    result, trained = runner.train_lm(config, workdir, prm, model=model, num_steps=steps)
+    return result, trained, stats
+  per_epoch = max(1, len(examples) // tc.batch_size)
+  config = config.copy_and_resolve_references()
+  config.train.eval_every = max(1, per_epoch // max(1, int(pc.get("evals_per_epoch", 1))))
+  stats.update(eval_every=int(config.train.eval_every))
+  result = None
+  if not selection.should_stop():  # a resumed run whose selection had already stopped does not train on
+    result, trained = runner.train_lm(config, workdir, prm.replace(evaluators=[selection],
+                                                                  stop_when=selection.should_stop),
+                                      model=model, num_steps=steps)
+    stats.update(steps_trained=int(result.step))
+    if result.preempted:
+      return result, trained, stats
+  if not selection.has_best():
+    raise RuntimeError(f"{selection.directory}: no best model saved (history {selection.history})")
+  best = runner.load_model({**dict(config.model), "path": selection.best_dir, "builtin": "", "tokenizer": ""}, mesh)
+  stats.update(best_step=selection.best_step, best_value=selection.best_value,
+               evaluations=len(selection.history), stopped_early=selection.should_stop())
+  return result, best, stats
+
+
+def _save_model(loaded: runner.LoadedModel):
+  """`save(model, directory)` for `BestByMetric`: the model in HF layout with `loaded`'s config and tokenizer;
+  a local directory is replaced whole (written beside it, then renamed), so a crash never leaves half a model."""
+  import shutil
+
+  from pragjax.models.hf_io import save_hf
+
+  def save(model, directory):
+    local = paths.is_local(directory)
+    target = f"{directory}.tmp" if local else directory
+    if local and jax.process_index() == 0:
+      shutil.rmtree(target, ignore_errors=True)
+    with paths.local_copy(target, publish=jax.process_index() == 0) as d:
+      save_hf(model, loaded.config, d)
+      if jax.process_index() == 0:
+        loaded.tokenizer.save(d)
+    if local and jax.process_index() == 0:
+      shutil.rmtree(directory, ignore_errors=True)
+      os.replace(target, directory)
+
+  return save
+
+
+def _auc_metric(scorer, ref_params, tokenizer, problems, samples, correct, ev):
+  """`model -> within-problem AUC of q(end)` on a validation split (no bootstrap)."""
+  from pragjax.methods.prm import selection
+  from pragjax.methods.prm import toy_eval as prm_toy
+
+  def metric(model):
+    s = prm_toy.score_solutions(scorer, _params(model), ref_params, tokenizer, problems, samples,
+                                batch_size=ev.batch_size, max_length=ev.max_length)
+    return selection.within_problem_auc(s["outcome"], correct, num_boot=0)["auc"]
+
+  return metric
 
 
 def run_toy(config, workdir: str, mesh, log=print) -> dict:
   """The arithmetic-world reproduction; returns the report (also written to WORKDIR/report.json)."""
   from pragjax.eval import best_of_n
-  from pragjax.methods.prm import implicit
+  from pragjax.methods.prm import implicit, selection
   from pragjax.methods.prm import toy_eval as prm_toy
   from pragjax.toyworld import arithmetic
 
   w, ev = config.world, config.eval
+  sample_dir = w.get("sample_dir", "") or workdir  # solutions cached here (several PRM settings can share them)
   base = runner.load_model(dict(config.model), mesh)
   train_problems = arithmetic.training_problems(np.random.default_rng(config.seed + 1), w.train_problems)
   log(f"sampling {w.train_samples} solutions for each of {w.train_problems} training problems (T={w.temperature})")
   train_samples = cache.cached(
-      workdir, "train_samples", key=_sample_key(config, w.train_samples),
+      sample_dir, "train_samples", key=_sample_key(config, w.train_samples),
       inputs_fingerprint=cache.fingerprint([p.prompt for p in train_problems]), log=log,
       compute=lambda: prm_toy.sample_solutions(
           base.model, base.tokenizer, train_problems, num_samples=w.train_samples, temperature=w.temperature,
@@ -100,7 +161,7 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   eval_problems = arithmetic.heldout_problems(config.seed, w.eval_problems)
   log(f"sampling {w.eval_samples} solutions for each of {w.eval_problems} held-out problems")
   eval_samples = cache.cached(
-      workdir, "eval_samples", key=_sample_key(config, w.eval_samples),
+      sample_dir, "eval_samples", key=_sample_key(config, w.eval_samples),
       inputs_fingerprint=cache.fingerprint([p.prompt for p in eval_problems]), log=log,
       compute=lambda: prm_toy.sample_solutions(
           base.model, base.tokenizer, eval_problems, num_samples=w.eval_samples, temperature=w.temperature,
@@ -110,16 +171,32 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   value_labels = prm_toy.first_error_labels(eval_problems, eval_samples, prm_toy.value_first_error)
   classes = prm_toy.answer_classes(eval_samples)
   tune = int(round(w.tune_fraction * w.eval_problems))
+  val_problems = val_samples = val_correct = None
+  if w.get("val_problems", 0):  # more held-out problems after the eval set's: the early-stopping split
+    val_problems = arithmetic.heldout_problems(config.seed, w.eval_problems + w.val_problems)[w.eval_problems:]
+    log(f"sampling {w.val_samples} solutions for each of {w.val_problems} validation problems")
+    val_samples = cache.cached(
+        sample_dir, "val_samples", key=_sample_key(config, w.val_samples),
+        inputs_fingerprint=cache.fingerprint([p.prompt for p in val_problems]), log=log,
+        compute=lambda: prm_toy.sample_solutions(
+            base.model, base.tokenizer, val_problems, num_samples=w.val_samples, temperature=w.temperature,
+            seed=config.seed + 4, max_new_tokens=w.max_new_tokens, batch_size=w.sample_batch))
+    val_correct = np.asarray([[arithmetic.is_correct(p, s) for s in g] for p, g in zip(val_problems, val_samples)])
   report = {"train_records": len(records), "train_label_rate": label_rate,
             "eval_sample_accuracy": float(correct.mean()), "eval_exact_rate": float(np.mean(labels == -1)),
             "eval_value_exact_rate": float(np.mean(value_labels == -1)), "eval_problems": w.eval_problems,
             "eval_samples": w.eval_samples, "prms": {}}
   scores = {}
   ref_params = _params(base.model)
+  scorer = implicit.make_scorer(nnx.graphdef(base.model), config.prm.beta)
   for loss in config.prm.losses:
     log(f"training the {loss} PRM")
-    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss)
-    scorer = implicit.make_scorer(nnx.graphdef(prm.model), config.prm.beta)
+    sel = None
+    if val_problems is not None:
+      sel = selection.BestByMetric(
+          _auc_metric(scorer, ref_params, base.tokenizer, val_problems, val_samples, val_correct, ev),
+          paths.join(workdir, loss, "selection"), save=_save_model(base), patience=int(config.prm.patience))
+    result, prm, stats = train_prm(config, os.path.join(workdir, loss), records, loss=loss, selection=sel, mesh=mesh)
     s = prm_toy.score_solutions(scorer, _params(prm.model), ref_params, base.tokenizer, eval_problems, eval_samples,
                                 batch_size=ev.batch_size, max_length=ev.max_length)
     for mode in ev.modes:
@@ -128,8 +205,11 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
     f1 = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], labels, correct, tune) for mode in ev.modes}
     f1_values = {mode: prm_toy.first_error_report(s[f"steps_{mode}"], value_labels, correct, tune)
                  for mode in ev.modes}
-    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics, "first_error": f1,
-                            "first_error_names_ignored": f1_values}
+    report["prms"][loss] = {"stats": stats, "final_metrics": result.last_metrics if result else {},
+                            "first_error": f1, "first_error_names_ignored": f1_values,
+                            "test_auc": selection.within_problem_auc(s["outcome"], correct, seed=config.seed)}
+    if sel is not None:
+      report["prms"][loss]["val_auc_history"] = {str(k): v for k, v in sorted(sel.history.items())}
   buf = io.BytesIO()
   np.savez(buf, correct=correct, first_error=labels,
            num_steps=np.asarray([[len(arithmetic.split_steps(x)) for x in g] for g in eval_samples]),
@@ -142,6 +222,21 @@ def run_toy(config, workdir: str, mesh, log=print) -> dict:
   report["best_of_n"] = [r.__dict__ for r in rows]
   report["best_of_n_table"] = best_of_n.format_table(rows)
   return report
+
+
+def format_training(report: dict) -> str:
+  """Markdown: per PRM, its training data and steps, the early-stopping selection and the held-out
+  within-problem AUC of q(end) on the test problems."""
+  rows = []
+  for loss, r in report["prms"].items():
+    st, auc = r["stats"], r.get("test_auc", {})
+    rows.append([loss, st.get("records", st.get("pairs", "-")), st["steps"], st.get("steps_trained", "-"),
+                 st.get("evaluations", "-"), st.get("best_step", "-"),
+                 f"{st['best_value']:.3f}" if "best_value" in st else "-",
+                 f"{auc['auc']:.3f} [{auc['lo']:.3f}, {auc['hi']:.3f}]" if auc else "-", auc.get("problems", "-")])
+  return markdown_table(rows, ["PRM", "training examples", "step budget", "steps trained", "evaluations",
+                               "best step", "validation AUC (best)", "test within-problem AUC of q(end) [95% CI]",
+                               "test problems with both outcomes"])
 
 
 def format_first_error(report: dict, key: str = "first_error") -> str:
@@ -237,6 +332,8 @@ def print_summary(report: dict, config) -> None:
       print(f"\n{loss} PRM, best-of-n on {config.eval.best_of_n_path}\n")
       print(entry["best_of_n"]["table"])
   if "best_of_n_table" in report:
+    print("\nPRM training and its outcome reward's held-out AUC (0.5 = no better than chance within a problem)\n")
+    print(format_training(report))
     print(f"\nheld-out sample accuracy {report['eval_sample_accuracy']:.3f} "
           f"({report['eval_problems']} problems x {report['eval_samples']} samples); "
           "cells: mean over random n-subsets [95% CI] (first n)\n")
