@@ -24,7 +24,14 @@ Fields beyond common.py:
   sami.prompt_template    prompt with {constitution} and {query}; the response follows it directly
   sami.line_format        one constitution line ({i} = 1-based index, {text}); lines joined by newlines
   sami.reduction          token reduction of L[i, j]: "mean" (per-token mean, the paper) | "sum"
-  sami.temperature, sami.top_p   sampling (top_p 0 = off)
+  sami.temperature, sami.top_p   sampling (top_p 0 = off; temperature 0 = greedy, as the authors sample)
+  sami.filter             training groups kept: none | distinct (no two constitutions with the same response) |
+                          paper (distinct and every response well formed: the toy world's parse, for files a
+                          non-empty response), as the authors keep only well-formed, distinct pairs
+  sami.val_queries        validation queries scored at every iteration (toy: held-out queries after the test
+                          ones; files: the training split's tail, not trained on); 0 = none
+  sami.select_by          the reported iteration: the one (>= 1) with the highest validation win_rate | mi_bound
+                          ("" = none); the test row of that iteration is the result
   sami.max_new_tokens     longest sampled response (tokens; EOS excluded from scoring)
   sami.sample_batch       prompts per generate call
   sami.score_batch        queries per C x C scoring forward (held-out MI bound)
@@ -45,6 +52,8 @@ Fields beyond common.py:
   train.epochs            passes over the iteration's groups when train.steps is 0
   train.length_bucket     pad each batch to its longest sequence rounded up to this
   train.batch_size        queries per step (each is C*C sequences)
+  train.steps             optimizer steps per iteration (0 = train.epochs passes); toy and ci: 2 steps of half
+                          the training queries each, as the paper's iterations
   report.plot             write WORKDIR/sami.png (win rate, MI bound, length per iteration)
 """
 
@@ -67,7 +76,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
       iterations=3, init_from="previous", num_principles=2, num_constitutions=2, include_positive=True,
       constitutions_dir="", prompt_template=TOY_TEMPLATE, line_format="{i}. {text}", reduction="mean",
       temperature=1.0, top_p=0.0, max_new_tokens=12, sample_batch=256, score_batch=32, max_length=48,
-      pad_multiple=16,
+      pad_multiple=16, filter="paper", val_queries=0, select_by="",
       train_queries=512, heldout_queries=200))
   c.data.update(queries_path="", query_field="query", heldout_buckets=10)
   c.judge = ConfigDict(dict(kind="programmatic", model="", template=JUDGE_TEMPLATE, answers=(" A", " B"),
@@ -78,24 +87,32 @@ def get_config(arg: str = "toy") -> ConfigDict:
   c.train.epochs = 1
   c.train.length_bucket = 8
   c.optim = common.optim_config(name="rmsprop", lr=3e-4, decay=0.99, schedule="constant", clip_norm=1.0)
+  if arg in ("toy", "ci"):
+    # The authors' protocol: greedy responses, well-formed distinct pairs only, about 2 optimizer steps per
+    # iteration; the reported iteration is chosen on validation queries.
+    c.sami.update(temperature=0.0, filter="paper", val_queries=100, select_by="win_rate")
+    c.train.update(batch_size=256, steps=2)
   if arg == "toy":
     pass
   elif arg == "ci":
-    c.sami.update(iterations=2, train_queries=128, heldout_queries=64, sample_batch=128)
-    c.train.update(batch_size=16, log_every=4, progress=False)
+    c.sami.update(iterations=2, train_queries=128, heldout_queries=64, val_queries=32, sample_batch=128)
+    c.train.update(batch_size=64, steps=2, log_every=1, progress=False)
     c.report.plot = False
   elif arg in ("tiny", "mistral7b", "mixtral8x7b", "mistral7b_v5p64", "mixtral8x7b_v5p64"):
     c.model = common.model_config(path="", builtin="")
     c.world.name = ""
     c.sami.update(prompt_template=REAL_TEMPLATE, train_queries=0, heldout_queries=0, max_new_tokens=128,
-                  max_length=1024, temperature=1.0, sample_batch=64, score_batch=4, pad_multiple=64)
+                  max_length=1024, temperature=0.0, sample_batch=64, score_batch=4, pad_multiple=64, val_queries=64,
+                  select_by="win_rate")
     c.data.update(query_field="question")
     c.train.length_bucket = 64
     c.judge.kind = "logprob"
     # The paper: RMSprop, lr 5e-7, one pass per iteration, 3 iterations, no KL term, no reference.
     c.optim = common.optim_config(name="rmsprop", lr=5e-7, decay=0.99, schedule="constant", clip_norm=1.0)
     if arg == "tiny":
-      c.sami.update(iterations=2, max_new_tokens=12, max_length=256, sample_batch=8, score_batch=2, pad_multiple=128)
+      # A random tiny model: sampled (greedy responses of two constitutions are often equal), unfiltered.
+      c.sami.update(iterations=2, max_new_tokens=12, max_length=256, sample_batch=8, score_batch=2, pad_multiple=128,
+                    temperature=1.0, filter="none", val_queries=2)
       c.train.length_bucket = 128
       c.train.update(batch_size=8, log_every=1, checkpoint_every=1, progress=False)
       c.judge.update(batch_size=2, max_length=512)

@@ -55,6 +55,9 @@ TABLE_COLUMNS = (
     ("adherence_positive", "adherence (positive)", "{:.3f}"),
     ("adherence_negated", "adherence (antitheses)", "{:.3f}"),
     ("mean_words_positive", "mean words (positive)", "{:.2f}"),
+    ("val_win_rate", "val win rate", "{:.3f}"),
+    ("val_mi_bound", "val MI bound", "{:.4f}"),
+    ("train_groups_kept", "train groups kept", "{:d}"),
     ("train_loss", "train loss", "{:.4f}"),
     ("seconds", "seconds", "{:.0f}"),
 )

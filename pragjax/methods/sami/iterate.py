@@ -10,6 +10,8 @@ training pass resumes from its own checkpoint):
   iter_K/checkpoints/      orbax checkpoints of the training pass
   iter_K/hf/               the trained model of iteration K in HF layout (kept for every K)
   iter_K/heldout.json, iter_K/eval.json   as for iter_0, with the model of iteration K
+  iter_K/val.json          with validation queries: the same groups on the validation split (the reported
+                           iteration is chosen on it, never on the test queries)
 
 Iteration K trains, on the responses of iteration K-1's model, either that
 model (`sami.init_from = "previous"`, the paper) or the base model
@@ -39,6 +41,29 @@ from pragjax.methods.sami import constitutions as const_lib
 from pragjax.objectives.sami import per_query_loss
 
 INIT_FROM = ("previous", "base")
+FILTERS = ("none", "distinct", "paper")
+
+
+def filter_groups(groups: Sequence["Group"], mode: str, well_formed: Callable[[str, str], bool] | None = None
+                  ) -> tuple[list["Group"], dict]:
+  """The training groups SAMI keeps (the authors keep only well-formed, distinct responses).
+
+  `mode`: "none" keeps every group; "distinct" drops a group in which two constitutions got the same response
+  text; "paper" also drops one with a malformed response (`well_formed(query, response_text)` False).
+  Returns (kept groups, counts: `groups`, `kept`, `dropped_duplicate`, `dropped_malformed`).
+  """
+  if mode not in FILTERS:
+    raise ValueError(f"sami.filter must be one of {FILTERS}, got {mode!r}")
+  kept, dup, bad = [], 0, 0
+  for g in groups:
+    texts = [r.text.strip() for r in g.responses]
+    if mode == "paper" and well_formed is not None and not all(well_formed(g.query, t) for t in texts):
+      bad += 1
+    elif mode != "none" and len(set(texts)) < len(texts):
+      dup += 1
+    else:
+      kept.append(g)
+  return kept, {"groups": len(groups), "kept": len(kept), "dropped_duplicate": dup, "dropped_malformed": bad}
 
 
 @dataclasses.dataclass
@@ -127,14 +152,21 @@ def heldout_scores(model, groups: Sequence[Group], sc) -> dict:
 def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldout_queries: Sequence[str],
                    library: Sequence[const_lib.Principle],
                    evaluate: Callable[[int, list[Group], list[Group]], dict] | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, val_queries: Sequence[str] = (),
+                   well_formed: Callable[[str, str], bool] | None = None) -> dict:
   """Runs (or resumes) `sami.iterations` SAMI iterations (module docstring) -> report with one row per iteration.
 
   Models come from `training.load_model` (the base, or the HF directory a
   previous iteration exported) and each pass is `training.train_pass`
   (exports iteration K's model under `iter_K/hf`; resumes from its checkpoints).
+  Training groups pass `filter_groups(sami.filter, well_formed)`. With
+  `val_queries`, every iteration is also scored on them (row keys prefixed
+  `val_`), for choosing the reported iteration.
   """
   sc = config.sami
+  filter_mode = sc.get("filter", "none")
+  if filter_mode not in FILTERS:
+    raise ValueError(f"sami.filter must be one of {FILTERS}, got {filter_mode!r}")
   batches.check_template(sc.prompt_template, "sami.prompt_template")
   scoring.check_reduction(sc.reduction)
   if sc.init_from not in INIT_FROM:
@@ -142,18 +174,23 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
   workdir = str(paths.resolve(workdir))
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   heldout_sets = constitution_sets(library, len(heldout_queries), (config.seed, 0x4845), sc)
+  val_sets = constitution_sets(library, len(val_queries), (config.seed, 0x5641), sc)
   rows: list[dict] = []
   base_groups: list[Group] | None = None
+  base_val: list[Group] | None = None
   prev_path = ""  # "" = config.model (the base)
   with jax.set_mesh(mesh):
     for k in range(0, sc.iterations + 1):
       d = paths.join(workdir, f"iter_{k}")
       eval_path, heldout_path = paths.join(d, "eval.json"), paths.join(d, "heldout.json")
+      val_path = paths.join(d, "val.json")
       if _exists(eval_path) and (k == 0 or _exists(paths.join(d, "hf", "config.json"))):
         row = _read_json(eval_path)
         log(f"iteration {k}: done earlier (MI bound {row['mi_bound']:.4f})")
         if k == 0:
           base_groups = [Group.from_json(g) for g in _read_json(heldout_path)]
+          if val_queries:
+            base_val = [Group.from_json(g) for g in _read_json(val_path)]
         rows.append(row)
         prev_path = paths.join(d, "hf") if k else ""
         continue
@@ -172,6 +209,11 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
           groups = sample_groups(current, train_queries, sets, sc, rng=jax.random.key(config.seed * 1000 + k),
                                  log=log, what="train")
           write_json(groups_path, [g.to_json() for g in groups])
+        groups, kept = filter_groups(groups, filter_mode, well_formed)
+        row.update({f"train_groups_{m}": v for m, v in kept.items()})
+        if not groups:
+          raise ValueError(f"iteration {k}: sami.filter={filter_mode!r} dropped every one of {kept['groups']} "
+                           f"training groups ({kept}); sample with a higher sami.temperature or filter less")
         row["sample_seconds"] = time.time() - t0
         examples = group_examples(groups, current.tokenizer, sc)
         init = current if sc.init_from == "previous" else training.load_model(config, "")
@@ -197,6 +239,19 @@ def run_iterations(config, workdir: str, *, train_queries: Sequence[str], heldou
       row.update(heldout_scores(model, groups_h, sc))
       if evaluate is not None:
         row.update(evaluate(k, groups_h, base_groups))
+      if val_queries:
+        if _exists(val_path) and k > 0:
+          groups_v = [Group.from_json(g) for g in _read_json(val_path)]
+        else:
+          groups_v = sample_groups(model, val_queries, val_sets, sc,
+                                   rng=jax.random.key(config.seed * 1000 + 700 + k), log=log, what="validation")
+          write_json(val_path, [g.to_json() for g in groups_v])
+        if k == 0:
+          base_val = groups_v
+        val = heldout_scores(model, groups_v, sc)
+        if evaluate is not None:
+          val.update(evaluate(k, groups_v, base_val))
+        row.update({f"val_{m}": v for m, v in val.items() if not isinstance(v, (list, dict))})
       row["eval_seconds"] = time.time() - t2
       row["seconds"] = time.time() - t0
       write_json(eval_path, row)

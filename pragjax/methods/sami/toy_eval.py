@@ -66,6 +66,12 @@ def judge_meta(group) -> tuple:
   return items_of(group.query), rules_of(group.constitutions[0])
 
 
+def well_formed(query: str, response: str) -> bool:
+  """The world's well-formedness of a response to a query (`pragjax.toyworld.sami.parse`): the paper-style
+  filter keeps only training groups whose every response passes."""
+  return world.parse(items_of(query), response) is not None
+
+
 def world_metrics(groups) -> dict[str, float]:
   """Adherence of held-out responses: under the all-positive constitution (slot 0), under the others (the
   rules each states, negated or not; `adherence_negated` counts only negated rules), per principle and sign;
