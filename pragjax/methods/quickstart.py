@@ -132,15 +132,20 @@ def priming_row(workdir: str) -> list[dict]:
 
 
 def sami_row(workdir: str) -> list[dict]:
-  """SAMI on the built-in principles model: the `ci` variant (2 iterations, 128 training queries x C = 2 each),
-  held-out MI bound, win rate over the base model (programmatic judge, ties 0.5) and adherence to the principles."""
+  """SAMI on the built-in principles model: the `ci` variant (2 iterations of 2 steps, 128 training queries x C = 2
+  greedy responses each, well-formed distinct pairs only), at the iteration chosen on validation queries: held-out
+  MI bound, win rate over the base model (programmatic judge, ties 0.5) and adherence to the principles."""
   config = sami_configs.get_config("ci")
-  rows = sami.run(config, os.path.join(workdir, "sami"), log=lambda *_: None)["rows"]
-  base, last = rows[0], rows[-1]
+  report = sami.run(config, os.path.join(workdir, "sami"), log=lambda *_: None)
+  rows = report["rows"]
+  base = rows[0]
+  sel = report.get("selected")
+  # the iteration chosen on validation queries (the last one when the config selects none)
+  last = next(r for r in rows if r["iteration"] == sel["iteration"]) if sel else rows[-1]
   name, n = "SAMI (principles world)", config.sami.heldout_queries
   return [
-      {"experiment": name, "metric": f"held-out MI lower bound (nats): base -> iteration {last['iteration']}",
-       "before": base["mi_bound"], "after": last["mi_bound"], "n": n},
+      {"experiment": name, "metric": f"held-out MI lower bound (nats): base -> iteration {last['iteration']} "
+       f"(chosen on validation)", "before": base["mi_bound"], "after": last["mi_bound"], "n": n},
       {"experiment": name, "metric": "win rate over the base model, programmatic judge (ties 0.5)",
        "before": 0.5, "after": last["win_rate"], "n": n},
       {"experiment": name, "metric": "share of the all-positive constitution's rules followed",
