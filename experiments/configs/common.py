@@ -11,6 +11,10 @@ model.tokenizer          tokenizer directory ("" = model.path)
 model.dtype              compute dtype ("" = param dtype): float32 | bfloat16
 model.param_dtype        storage dtype ("" = the checkpoint's)
 model.attention_impl     "" (XLA) | cudnn | explicit
+model.scan_layers        run the blocks of cache-free passes (training, scoring) as one lax.scan
+                         over repeating layer groups: one compiled block body; layout unchanged
+model.remat              rematerialise block activations in the backward pass: none | full |
+                         dots_saveable | dots_with_no_batch_dims_saveable | everything_saveable
 mesh.data/fsdp/tensor    mesh shape; one may be -1 (= the remaining devices)
 optim.*                  see pragjax/optim/factory.py (name, lr (> 0, finite), schedule,
                          warmup_steps, total_steps, end_lr_factor, weight_decay,
@@ -52,7 +56,8 @@ from pragjax.train import runtime
 
 
 def model_config(path: str = "", builtin: str = "arithmetic") -> ConfigDict:
-  return ConfigDict(dict(path=path, builtin=builtin, tokenizer="", dtype="", param_dtype="", attention_impl=""))
+  return ConfigDict(dict(path=path, builtin=builtin, tokenizer="", dtype="", param_dtype="", attention_impl="",
+                         scan_layers=False, remat="none"))
 
 
 def optim_config(**kw) -> ConfigDict:

@@ -18,6 +18,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "gemma", "gemma
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 SUPPORTED_ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# `remat` values: none (keep every activation), full (keep only each block's input), or a
+# `jax.checkpoint_policies` name (which intermediates of a block are kept for the backward pass).
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
 
 _ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
@@ -92,6 +95,13 @@ class ModelConfig:
   attention_chunk: int = 512  # query block for "chunked"
   attention_block: int = 64  # query block for "causal_blocks"
   moe_impl: str = "ragged"  # "ragged" (grouped matmul) or "dense"
+  # Cache-free passes (training, scoring): run the blocks as one `lax.scan` over
+  # layer groups (one compiled block body instead of L unrolled copies; the
+  # parameter layout, checkpoints and HF files are unchanged), and rematerialise
+  # each block's activations in the backward pass by a `jax.checkpoint` policy
+  # (REMAT_POLICIES). Decoding with a KV cache always runs unrolled.
+  scan_layers: bool = False
+  remat: str = "none"
   # Keys of the source config.json that pragjax does not interpret, kept so
   # that save_hf writes them back. Excluded from hashing and equality.
   hf_extra: Mapping[str, Any] = dataclasses.field(
@@ -133,6 +143,8 @@ class ModelConfig:
           f"attention_impl={self.attention_impl!r}; expected None, 'xla',"
           " 'cudnn', 'explicit', 'chunked' or 'causal_blocks'"
       )
+    if self.remat not in REMAT_POLICIES:
+      raise ConfigError(f"remat={self.remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
     if self.moe_impl not in ("ragged", "dense"):
       raise ConfigError(f"moe_impl={self.moe_impl!r}; expected 'ragged' or 'dense'")
     if isinstance(self.eos_token_id, int):

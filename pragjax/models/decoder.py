@@ -400,13 +400,15 @@ class Decoder(nnx.Module):
     emb = x
     cos, sin = rope_cos_sin(cfg.inv_freq(), positions)
 
-    blocks = []
     new_k, new_v = [], []
-    for i, layer in enumerate(self.layers):
-      layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-      x, lc = layer(x, cos, sin, ctx, layer_cache)
-      blocks.append(x)
-      if lc is not None:
+    if cache is None:
+      keep = output_hidden_states or output_block_outputs
+      x, blocks = _run_blocks(self.layers, cfg, x, cos, sin, ctx, keep_outputs=keep)
+    else:  # decoding: unrolled, each layer reads and writes its own cache slots
+      blocks = []
+      for i, layer in enumerate(self.layers):
+        x, lc = layer(x, cos, sin, ctx, (cache.k[i], cache.v[i]))
+        blocks.append(x)
         new_k.append(lc[0])
         new_v.append(lc[1])
     h = self.norm(x)
@@ -426,3 +428,61 @@ class Decoder(nnx.Module):
         final_hidden=h,
         cache=new_cache,
     )
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy of a `ModelConfig.remat` value (None for "full": keep nothing)."""
+  if name == "full":
+    return None
+  return getattr(jax.checkpoint_policies, name)
+
+
+def scan_period(layers) -> int | None:
+  """The smallest p dividing the layer count such that layer i and layer i + p have the same structure
+  (graph definition: layer type, MoE or not), so the blocks can run as a scan over L / p groups of p
+  layers; None when no such p < L exists (then the blocks run unrolled)."""
+  defs = [nnx.graphdef(layer) for layer in layers]
+  n = len(defs)
+  for p in range(1, n):
+    if n % p == 0 and all(defs[i] == defs[i % p] for i in range(n)):
+      return p
+  return None
+
+
+def _run_blocks(layers, cfg: ModelConfig, x, cos, sin, ctx, *, keep_outputs: bool):
+  """The cache-free pass through every block -> (final block output, every block's output or ()).
+
+  `cfg.scan_layers`: one `lax.scan` over groups of `scan_period` layers whose parameters are stacked on the
+  fly (the stored layout stays one module per layer; the backward pass un-stacks the gradients).
+  `cfg.remat`: each group (or, unrolled, each block) under `jax.checkpoint` with that policy."""
+  def apply(graphdef, state, h):
+    return nnx.merge(graphdef, state)(h, cos, sin, ctx, None)[0]
+
+  if cfg.remat != "none":
+    apply = jax.checkpoint(apply, policy=remat_policy(cfg.remat), static_argnums=(0,))
+  period = scan_period(layers) if cfg.scan_layers else None
+  if period is None:
+    outs = []
+    for layer in layers:
+      if cfg.remat == "none":
+        x = layer(x, cos, sin, ctx, None)[0]
+      else:
+        x = apply(*nnx.split(layer), x)
+      outs.append(x)
+    return x, tuple(outs) if keep_outputs else ()
+  groups = len(layers) // period
+  graphdefs = [nnx.graphdef(layers[j]) for j in range(period)]
+  stacked = [jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(layers[g * period + j]) for g in range(groups)])
+             for j in range(period)]
+
+  def body(h, states):
+    outs = []
+    for j in range(period):
+      h = apply(graphdefs[j], states[j], h)
+      outs.append(h)
+    return h, tuple(outs) if keep_outputs else None
+
+  x, ys = jax.lax.scan(body, x, stacked)
+  if not keep_outputs:
+    return x, ()
+  return x, tuple(ys[i % period][i // period] for i in range(len(layers)))

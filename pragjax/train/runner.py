@@ -169,12 +169,10 @@ def load_model(model_cfg: Mapping[str, Any], mesh=None) -> LoadedModel:
   Fields: `path` (HF checkpoint dir, `.gguf` file or `builtin:NAME`; empty =
   built-in `builtin`, see `resolve_model_path`), `builtin`, `tokenizer` (dir
   or `.gguf`; default = `path`: a GGUF file carries its tokenizer), `dtype`,
-  `param_dtype`, `attention_impl` ("" = default).
+  `param_dtype`, `attention_impl` ("" = default), `scan_layers`, `remat` (see `model_overrides`).
   """
   path = resolve_model_path(model_cfg.get("path") or "", model_cfg.get("builtin", "arithmetic"))
-  overrides = {}
-  if model_cfg.get("attention_impl"):
-    overrides["attention_impl"] = model_cfg["attention_impl"]
+  overrides = model_overrides(model_cfg)
   kw = dict(dtype=model_cfg.get("dtype") or None, param_dtype=model_cfg.get("param_dtype") or None, mesh=mesh,
             **overrides)
   tok_path = resolve_model_path(model_cfg.get("tokenizer") or "") if model_cfg.get("tokenizer") else path
@@ -187,6 +185,19 @@ def load_model(model_cfg: Mapping[str, Any], mesh=None) -> LoadedModel:
     tok = _load_tokenizer(tok_path)
   check_vocab(tok, cfg.vocab_size, source=tok_path)
   return LoadedModel(model, cfg, tok, path)
+
+
+def model_overrides(model_cfg: Mapping[str, Any]) -> dict:
+  """The `ModelConfig` fields that `config.model` sets beyond the checkpoint's own: `attention_impl` (when
+  not ""), `scan_layers` (when true) and `remat` (when not "none")."""
+  out = {}
+  if model_cfg.get("attention_impl"):
+    out["attention_impl"] = model_cfg["attention_impl"]
+  if model_cfg.get("scan_layers"):
+    out["scan_layers"] = True
+  if model_cfg.get("remat", "none") not in ("", "none"):
+    out["remat"] = model_cfg["remat"]
+  return out
 
 
 def _load_tokenizer(path: str) -> Tokenizer:
