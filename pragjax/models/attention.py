@@ -120,3 +120,59 @@ def _causal_blocks(q, k, v, mask, scale, softcap, block):
     else:
       outs.append(_explicit(qb, k[:, :end], v[:, :end], mb, scale, softcap))
   return jnp.concatenate(outs, axis=1)
+
+
+def cached_attention(
+    q: Float[Array, "B T N H"],
+    k: Float[Array, "B K S H"],
+    v: Float[Array, "B K S H"],
+    mask: Bool[Array, "B 1 T S"],
+    filled: Int[Array, ""],
+    *,
+    scale: float,
+    softcap: float | None = None,
+    block: int = 64,
+) -> Float[Array, "B T N H"]:
+  """Attention of new queries against a KV cache in the decode layout `[B, K, S, H]`, reading only the
+  first `ceil(filled / block)` blocks of `block` slots (S must be a multiple of `block`).
+
+  A loop over blocks with a running (online) softmax in float32: per block the scores
+  `s = scale * q k^T` (soft-capped if set), masked; `m' = max(m, max s)`, `l' = l e^(m - m') + sum e^(s - m')`,
+  `acc' = acc e^(m - m') + e^(s - m') v`; the output is `acc / l`. Equal to the softmax over every slot
+  under `mask` as long as no unmasked key sits at or beyond slot `filled`. The keys are read in the layout
+  they are stored in (no transpose per step)."""
+  b, t, n, h = q.shape
+  kh, s_len = k.shape[1], k.shape[2]
+  if s_len % block:
+    raise ValueError(f"cache length {s_len} is not a multiple of the decode block {block}")
+  g = n // kh
+  qg = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * t, h)  # rows ordered (g, t)
+
+  def body(j, carry):
+    m, l, acc = carry
+    kb = jax.lax.dynamic_slice_in_dim(k, j * block, block, axis=2)
+    vb = jax.lax.dynamic_slice_in_dim(v, j * block, block, axis=2)
+    mb = jnp.tile(jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=3), (1, 1, g, 1))  # [B, 1, G*T, Bk]
+    sc = jnp.einsum("bkqh,bksh->bkqs", qg, kb, preferred_element_type=jnp.float32) * scale
+    if softcap is not None:
+      sc = jnp.tanh(sc / softcap) * softcap
+    sc = jnp.where(mb, sc, _MASKED)
+    m_new = jnp.maximum(m, jnp.max(sc, axis=-1))
+    p = jnp.where(mb, jnp.exp(sc - m_new[..., None]), 0.0)
+    corr = jnp.exp(m - m_new)
+    l = l * corr + jnp.sum(p, axis=-1)
+    acc = acc * corr[..., None] + jnp.einsum("bkqs,bksh->bkqh", p.astype(v.dtype), vb,
+                                             preferred_element_type=jnp.float32)
+    return m_new, l, acc
+
+  init = (jnp.full((b, kh, g * t), _MASKED, jnp.float32), jnp.zeros((b, kh, g * t), jnp.float32),
+          jnp.zeros((b, kh, g * t, h), jnp.float32))
+  blocks = (jnp.asarray(filled, jnp.int32) + block - 1) // block
+  _, l, acc = jax.lax.fori_loop(0, blocks, body, init)
+  o = (acc / jnp.maximum(l, jnp.finfo(jnp.float32).tiny)[..., None]).astype(q.dtype)
+  return o.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def full_cached_attention(q, k, v, mask, *, scale: float, softcap: float | None = None):
+  """`cached_attention` over every slot of a `[B, K, S, H]` cache (no block skipping)."""
+  return _explicit(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask, scale, softcap)

@@ -94,6 +94,11 @@ class ModelConfig:
   attention_impl: str | None = None
   attention_chunk: int = 512  # query block for "chunked"
   attention_block: int = 64  # query block for "causal_blocks"
+  # Attention against a KV cache (decoding): "blocked" reads only the cache blocks of `decode_block`
+  # slots that hold tokens (cost grows with the filled length, not the preallocated one); "full"
+  # attends over every slot under the mask (the reference the benchmark compares against).
+  decode_attention: str = "blocked"
+  decode_block: int = 64
   moe_impl: str = "ragged"  # "ragged" (grouped matmul) or "dense"
   # Cache-free passes (training, scoring): run the blocks as one `lax.scan` over
   # layer groups (one compiled block body instead of L unrolled copies; the
@@ -143,6 +148,10 @@ class ModelConfig:
           f"attention_impl={self.attention_impl!r}; expected None, 'xla',"
           " 'cudnn', 'explicit', 'chunked' or 'causal_blocks'"
       )
+    if self.decode_attention not in ("blocked", "full"):
+      raise ConfigError(f"decode_attention={self.decode_attention!r}; expected 'blocked' or 'full'")
+    if self.decode_block < 1:
+      raise ConfigError(f"decode_block={self.decode_block}; expected >= 1")
     if self.remat not in REMAT_POLICIES:
       raise ConfigError(f"remat={self.remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
     if self.moe_impl not in ("ragged", "dense"):

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from pragjax.models.attention import attention, make_attention_mask
+from pragjax.models.attention import attention, cached_attention, full_cached_attention, make_attention_mask
 from pragjax.models.config import ModelConfig
 from pragjax.ops import positions_from_mask
 
@@ -58,8 +58,9 @@ def _zeros(shape, axes, dtype) -> nnx.Param:
 class KVCache:
   """Per-layer keys/values plus the bookkeeping attention needs.
 
-  `k[i]`, `v[i]`: `[B, S, K, H]`; `positions`, `valid`: `[B, S]`;
-  `index`: next free slot (scalar int32).
+  `k[i]`, `v[i]`: `[B, K, S, H]` (heads before slots: the layout the decode step's matmuls read);
+  `positions`, `valid`: `[B, S]`; `index`: next free slot (scalar int32). `init` rounds S up to a
+  multiple of `config.decode_block`; the extra slots stay invalid.
   """
 
   k: tuple[Array, ...]
@@ -71,7 +72,8 @@ class KVCache:
   @classmethod
   def init(cls, config: ModelConfig, batch: int, length: int, dtype=None) -> "KVCache":
     dtype = dtype or jnp.dtype(config.dtype)
-    shape = (batch, length, config.num_key_value_heads, config.head_dim)
+    length = -(-length // config.decode_block) * config.decode_block
+    shape = (batch, config.num_key_value_heads, length, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
     return cls(
         k=zeros,
@@ -170,29 +172,35 @@ class Attention(nnx.Module):
       k = k + self.k_bias[...].astype(dt)
       v = v + self.v_bias[...].astype(dt)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    mask = ctx["sliding_mask"] if self.sliding_window is not None else ctx["full_mask"]
     new_cache = None
+    decoding = layer_cache is not None and not ctx.get("prefill", False)
     if layer_cache is not None:
       ck, cv = layer_cache
       idx = ctx["cache_index"]
-      ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), idx, axis=1)
-      cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), idx, axis=1)
-      k, v = ck.astype(dt), cv.astype(dt)
+      ck = jax.lax.dynamic_update_slice_in_dim(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), idx, axis=2)
+      cv = jax.lax.dynamic_update_slice_in_dim(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), idx, axis=2)
       new_cache = (ck, cv)
-    mask = ctx["sliding_mask"] if self.sliding_window is not None else ctx["full_mask"]
-    impl, chunk = cfg.attention_impl, cfg.attention_chunk
-    if impl is None and layer_cache is None and jax.default_backend() == "cpu":
-      impl, chunk = "causal_blocks", cfg.attention_block  # no fused kernel on CPU: skip the upper triangle
-    elif impl == "causal_blocks":
-      if layer_cache is not None:
-        impl = None
-      chunk = cfg.attention_block
-    o = attention(
-        q, k, v, mask,
-        scale=cfg.attention_scale,
-        softcap=cfg.attn_logit_softcapping,
-        implementation=impl,
-        chunk_size=chunk,
-    )
+    if decoding:
+      if cfg.decode_attention == "blocked":
+        o = cached_attention(q, ck.astype(dt), cv.astype(dt), mask, idx + x.shape[1], scale=cfg.attention_scale,
+                             softcap=cfg.attn_logit_softcapping, block=cfg.decode_block)
+      else:
+        o = full_cached_attention(q, ck.astype(dt), cv.astype(dt), mask, scale=cfg.attention_scale,
+                                  softcap=cfg.attn_logit_softcapping)
+    else:  # no cache, or a prefill into an empty one: the new tokens attend among themselves (training path)
+      impl, chunk = cfg.attention_impl, cfg.attention_chunk
+      if impl is None and jax.default_backend() == "cpu":
+        impl, chunk = "causal_blocks", cfg.attention_block  # no fused kernel on CPU: skip the upper triangle
+      elif impl == "causal_blocks":
+        chunk = cfg.attention_block
+      o = attention(
+          q, k, v, mask,
+          scale=cfg.attention_scale,
+          softcap=cfg.attn_logit_softcapping,
+          implementation=impl,
+          chunk_size=chunk,
+      )
     out = jnp.einsum("btnh,nhd->btd", o, self.o_proj[...].astype(dt))
     if cfg.o_bias:
       out = out + self.o_bias[...].astype(dt)
@@ -337,6 +345,7 @@ class Decoder(nnx.Module):
       output_block_outputs: bool = False,
       compute_logits: bool = True,
       cache: KVCache | None = None,
+      prefill: bool = False,
   ) -> DecoderOutput:
     """Forward pass.
 
@@ -352,6 +361,9 @@ class Decoder(nnx.Module):
       output_block_outputs: also return every block's raw output.
       compute_logits: False skips the `[B, T, V]` projection.
       cache: a `KVCache`; the new keys/values are written at `cache.index`.
+      prefill: the cache is empty (index 0): the new tokens attend among
+        themselves by the cache-free (training) attention path, and their
+        keys/values fill the cache's first slots.
     """
     cfg = self.config
     dt = jnp.dtype(cfg.dtype)
@@ -380,14 +392,16 @@ class Decoder(nnx.Module):
       s = k_pos.shape[1]
       k_slots = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
       new_index = idx + t
+    # a prefill attends within the new tokens, as a cache-free pass does
+    m_slots, m_pos, m_valid = (q_slots, positions, valid) if prefill else (k_slots, k_pos, k_valid)
     full = make_attention_mask(
-        q_slots, k_slots, k_valid, q_segments=segment_ids, k_segments=segment_ids
+        q_slots, m_slots, m_valid, q_segments=segment_ids, k_segments=segment_ids
     )
-    ctx: dict[str, Any] = {"full_mask": full, "sliding_mask": None}
+    ctx: dict[str, Any] = {"full_mask": full, "sliding_mask": None, "prefill": prefill}
     if "sliding_attention" in cfg.layer_types:
       ctx["sliding_mask"] = make_attention_mask(
-          q_slots, k_slots, k_valid,
-          q_positions=positions, k_positions=k_pos,
+          q_slots, m_slots, m_valid,
+          q_positions=positions, k_positions=m_pos,
           sliding_window=cfg.sliding_window,
           q_segments=segment_ids, k_segments=segment_ids,
       )

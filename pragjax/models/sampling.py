@@ -82,7 +82,7 @@ def _generate(graphdef, state, input_ids, attention_mask, rng, temperature, *,
   mask = jnp.repeat(attention_mask, num_samples, axis=0).astype(jnp.int32)
   b, p = ids.shape
   cache = KVCache.init(model.config, b, p + max_new_tokens)
-  out = model(ids, mask, cache=cache, compute_logits=False)
+  out = model(ids, mask, cache=cache, compute_logits=False, prefill=True)
   last = p - 1 - jnp.argmax(mask[:, ::-1], axis=1)
   logits = model.logits_from_hidden(out.final_hidden[jnp.arange(b), last])
   eos_arr = jnp.asarray(eos if eos else (-1,), jnp.int32)
