@@ -22,13 +22,11 @@ Prints a markdown table, the load average before and after, and (with `--out`) a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import time
 
 import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
 import jax
-import jax.numpy as jnp
 import numpy as np
 from common import load_snapshot, machine_info, markdown_table, write_json
 
