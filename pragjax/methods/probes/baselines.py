@@ -23,6 +23,7 @@ cross-validation on average precision with the one-standard-error rule.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 
@@ -134,15 +135,16 @@ def _logistic_path(z, y, weight, Cs, tol, max_iters):
   return jax.vmap(one)(Cs)
 
 
-class _CVProbe:
+class _CVProbe(abc.ABC):
   """Shared standardisation, C selection and scoring of the SVM and logistic probes."""
   C: float | None
   C_grid: tuple[float, ...]
   n_folds: int
   seed: int
 
-  def _path(self, z, y, weight, grid):  # -> (directions [nC, D], biases [nC], diagnostics)
-    raise NotImplementedError
+  @abc.abstractmethod
+  def _path(self, z, y, weight, grid):
+    """Fits every C of `grid` -> (directions [nC, D], biases [nC], diagnostics)."""
 
   def _fit_rows(self, x, y, weight, grid):
     """Standardises on the rows with weight > 0 and fits every C -> (mean, scale, directions, biases, diag)."""
