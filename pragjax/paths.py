@@ -11,6 +11,7 @@ works wherever a local directory does.
   in the same directory is renamed over the target; on an object store an
   object becomes visible only once its upload completes, so a direct write is
   already all-or-nothing.
+- `save_figure(fig, path)` / `save_npz(path, **arrays)`: plots and score arrays, same rules.
 - `local_copy(path)`: a local directory that is `path` itself when local, or a
   temporary one that is uploaded to `path` on exit (for writers that only
   speak to local files, e.g. the safetensors exporter).
@@ -64,6 +65,27 @@ def write_bytes(path, data: bytes) -> None:
 
 def write_text(path, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path, **savefig_kwargs) -> str:
+  """Saves a matplotlib figure as PNG at `path`, local or URI (atomic, like `write_bytes`); returns `path`."""
+  import io
+
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", **savefig_kwargs)
+  write_bytes(path, buf.getvalue())
+  return str(path)
+
+
+def save_npz(path, **arrays) -> None:
+  """`numpy.savez_compressed` to `path`, local or URI (atomic)."""
+  import io
+
+  import numpy as np
+
+  buf = io.BytesIO()
+  np.savez_compressed(buf, **arrays)
+  write_bytes(path, buf.getvalue())
 
 
 def read_text(path) -> str:

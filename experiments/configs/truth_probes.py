@@ -69,6 +69,8 @@ Fields (beyond seed, model.*, mesh.*, runtime.* of common.py):
   probe.solver           dcd | fista | auto (dual coordinate descent on CPU, FISTA on accelerators)
   probe.max_epochs, probe.max_iters   DCD epoch and FISTA step caps
   probe.min_positives    a class with fewer training statements is not probed
+  probe.bags_dir         local directory of the activation bags, reused across runs ("" = WORKDIR/bags;
+                         must be set when the workdir is on an object store: the bags are memory-mapped)
   conformal.alpha        significance (coverage target 1 - alpha)
   conformal.mondrian     label-conditional calibration instead of the paper's marginal one
   conformal.resplit_repeats  per re-split, random entity-disjoint re-splits of its calibration + test
@@ -105,7 +107,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
       layers="", min_depth=0.1, layer_stride=1, methods="sawmil,mean_diff,svm_last,logreg_last", C=-1.0,
       C_grid=(0.05, 0.1, 0.5, 1.0, 10.0), n_folds=3, eta=-1.0, num_known_positives=2, min_positive_fraction=0.05,
       max_bag_size=10, max_train_bags=1800, cv_max_bags=600, tol=1e-4, solver="auto", max_epochs=500,
-      max_iters=20_000, min_positives=10))
+      max_iters=20_000, min_positives=10, bags_dir=""))
   c.conformal = ConfigDict(dict(alpha=0.1, mondrian=False, resplit_repeats=200))
   c.report = ConfigDict(dict(plot=True, ci_level=0.95, bootstrap_samples=1000, coverage_tolerance=0.03))
   if arg == "toy":

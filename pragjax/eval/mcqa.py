@@ -85,7 +85,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pragjax import ops
+from pragjax import ops, paths
 from pragjax.data import collate
 from pragjax.data.errors import DataError
 from pragjax.data.jsonl import JsonlSource
@@ -792,6 +792,6 @@ def plot_summary(summary: dict, modes: Sequence[str], path: str, title: str = ""
   ax.set(ylabel="accuracy (95% Wilson CI)", ylim=(0, 1.05), title=title or "multiple-choice accuracy per task")
   ax.legend(fontsize=7, ncol=3)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  paths.save_figure(fig, path, dpi=110)
   plt.close(fig)
   return path

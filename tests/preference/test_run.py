@@ -65,3 +65,14 @@ def test_resume_equals_the_uninterrupted_run(store_run, tmp_path):
   assert result.resumed_from == 8 and result.step == 16
   np.testing.assert_allclose(_losses(resumed), _losses(workdir), rtol=1e-6, atol=1e-7)
   assert again["after"] == report["after"]
+
+
+def test_a_workdir_on_an_object_store_needs_a_local_reference_store(memory_gcs, monkeypatch):
+  """The store is memory-mapped: with gs:// and no `dpo.reference_store_dir` the run stops before loading a
+  model, naming the flag, and leaves the workdir unlocked."""
+  from pragjax.train import runner
+
+  monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("loaded a model before the check"))
+  with pytest.raises(ValueError, match=r"--config\.dpo\.reference_store_dir"):
+    recipe.run(_config(), "gs://bucket/dpo", log=lambda *_: None)
+  assert not any(k.endswith(".pragjax.lock") for k in memory_gcs)

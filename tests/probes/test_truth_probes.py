@@ -134,15 +134,25 @@ def test_trilemma_ci_runs_the_resplit_protocol_on_a_tiny_random_model(shared_dat
   assert os.path.isfile(work / "bags" / "med_indications" / "meta.json")
 
 
-def test_trilemma_without_synthetic_files_probes_two_classes(shared_data, tmp_path):
-  """data.synthetic_paths 'none': real statements only, said plainly in the log; true / false probes only."""
+def test_trilemma_without_synthetic_files_probes_two_classes(shared_data, tmp_path, memory_gcs):
+  """data.synthetic_paths 'none': real statements only, said plainly in the log; true / false probes only.
+  The workdir is on an (in-memory) object store: results, scores and plots land there, the bags locally."""
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
   config = _ci_config(shared_data, tmp_path)
   config.data.synthetic_paths = "city_locations=none,med_indications=none"
   config.probe.update(layers="1", methods="mean_diff,logreg_last")
+  config.report.plot = True
+  work = "gs://bucket/probes"
+  with pytest.raises(ValueError, match=r"--config\.probe\.bags_dir"):
+    truth_probes.run(config, work, log=lambda *_: None)
+  config.probe.bags_dir = str(tmp_path / "bags")
   logs = []
-  out = truth_probes.run(config, str(tmp_path / "work"), log=logs.append)
+  out = truth_probes.run(config, work, log=logs.append)
+  names = {k.split(f"{work}/", 1)[-1] for k in memory_gcs}
+  assert {"results.json", "scores/city_locations.npz", "city_locations_layers.png"} <= names, names
+  assert json.loads(memory_gcs[f"{work}/results.json"].getvalue())["datasets"].keys() == set(truth_probes.TRILEMMA)
+  assert os.path.isfile(tmp_path / "bags" / "city_locations" / "meta.json")
   assert sum("absent from the data: neither" in line for line in logs) == 2, logs
   assert sum("two classes only" in line for line in logs) == 2
   for name in truth_probes.TRILEMMA:

@@ -301,6 +301,8 @@ def run(config, workdir: str, log=print) -> tuple[Any, runner.LoadedModel, dict]
 
 def _run(config, workdir: str, mesh, log):
   dc = config.dpo
+  if dc.reference == "store":
+    _store_dir(config, workdir)  # a workdir on an object store needs a local store directory: say so first
   train_pairs, heldout = load_pairs(config)
   steps = num_steps(config, len(train_pairs))
   base = runner.load_model(dict(config.model), mesh)

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pragjax import paths
 from pragjax.eval import batching
 from pragjax.models.logprobs import batch_token_logprobs
 
@@ -254,6 +255,6 @@ def scatter_plot(path: str, groups: dict[str, tuple[np.ndarray, np.ndarray]], *,
     ax.set_title(title, fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path)
+  paths.save_figure(fig, path)
   plt.close(fig)
   return path

@@ -170,13 +170,27 @@ def select_layers(config, num_layers: int) -> list[int]:
   return layers
 
 
+def bags_dir(config, workdir: str) -> str:
+  """Where the activation bags live: `probe.bags_dir`, else WORKDIR/bags. The store is memory-mapped, so it must
+  be a local directory; a workdir on an object store needs `probe.bags_dir` set."""
+  directory = config.probe.get("bags_dir", "") or ""
+  if not directory:
+    if paths.is_uri(workdir):
+      raise ValueError(f"the activation bags are a local memory-mapped store; workdir {workdir} is not local: set "
+                       f"--config.probe.bags_dir to a local directory")
+    directory = os.path.join(workdir, "bags")
+  if paths.is_uri(directory):
+    raise ValueError(f"--config.probe.bags_dir={directory}: must be a local directory (the bags are memory-mapped)")
+  return str(paths.resolve(directory))
+
+
 def collect(loaded, config, name, records, layers, workdir, log) -> activations.BagStore:
   """The dataset's bag store, reused when the whole `model` section, the layers, the template and the statements
   match. The store is streamed to disk and read memory-mapped, so it keeps its own layout (`activations`); its key
   is a `pragjax.data.cache.fingerprint`."""
   key = cache.fingerprint({"model": config.model.to_dict(), "path": loaded.path, "layers": list(layers),
                            "chat_template": bool(config.data.chat_template)}, [r["text"] for r in records])
-  out = os.path.join(workdir, "bags", name)
+  out = os.path.join(bags_dir(config, workdir), name)
   try:
     store = activations.BagStore(out)
     if store.meta.get("key") == key:
@@ -260,6 +274,7 @@ def run(config, workdir: str, log=print) -> dict:
   """
   t_start = time.time()
   workdir = runner.prepare_workdir(workdir)
+  bags_dir(config, workdir)  # a workdir on an object store needs a local bags directory: say so before loading
   mesh = sharding_lib.mesh_from_config(dict(config.mesh))
   entries = [n.strip() for n in config.data.datasets.split(",") if n.strip()]
   names = [dataset_name(e) for e in entries]
@@ -375,8 +390,8 @@ def _save_scores(workdir: str, name: str, tests, methods) -> None:
     for layer, per in t["scores"].items():
       for m in methods:
         arrays[f"r{r}_l{layer}_{m}"] = per[m]
-  os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
-  np.savez_compressed(os.path.join(workdir, "scores", f"{name}.npz"), **arrays)
+  if jax.process_index() == 0:
+    paths.save_npz(paths.join(workdir, "scores", f"{name}.npz"), **arrays)
 
 
 def _write(out, config, workdir, methods) -> None:
@@ -393,13 +408,13 @@ def _write(out, config, workdir, methods) -> None:
         ["method", "layer"] + [f"{f} ({v['statements']} test)" for f, v in next(iter(d["by_form"].values())).items()],
         formats={f"{f} ({v['statements']} test)": ".3f" for f, v in next(iter(d["by_form"].values())).items()})
     if config.report.plot:
-      d["plot"] = report.plot_layers(d["layers"], methods, classes, LABELS, os.path.join(workdir, f"{name}_layers.png"),
+      d["plot"] = report.plot_layers(d["layers"], methods, classes, LABELS, paths.join(workdir, f"{name}_layers.png"),
                                      title=f"{name}: probes per layer", target_coverage=1 - config.conformal.alpha,
                                      coverage_tolerance=float(config.report.coverage_tolerance))
     for dst, per_layer in d["transfer"].items():
       d.setdefault("table_transfer", {})[dst] = report.format_layer_table(per_layer, methods)
       d.setdefault("table_transfer_best", {})[dst] = report.format_transfer_table(d["transfer_best"][dst])
-  write_json(os.path.join(workdir, "results.json"), out, indent=1, default=_json_default)
+  write_json(paths.join(workdir, "results.json"), out, indent=1, default=_json_default)
 
 
 def _json_default(x):

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from pragjax import paths
 from pragjax.eval.tables import markdown_table
 from pragjax.methods.probes import activations, baselines, conformal, metrics, sawmil, svm
 
@@ -571,6 +572,6 @@ def plot_layers(per_layer, methods, classes, label_names, path: str, title: str 
   ax2.set(xlabel="layer (block output)", ylim=(-0.2, 1.05), title=f"{METHOD_NAMES.get(main, main)} per class")
   ax2.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  paths.save_figure(fig, path, dpi=110)
   plt.close(fig)
   return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Mapping
 
@@ -53,8 +52,6 @@ def plot_runs(runs: Mapping[str, str], path: str, *, title: str = "") -> str:
   if title:
     fig.suptitle(title, fontsize=11)
   fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=110)
+  paths.save_figure(fig, path, dpi=110)  # local or object store, written atomically
   plt.close(fig)
-  paths.write_bytes(path, buf.getvalue())  # local or object store, written atomically
   return path

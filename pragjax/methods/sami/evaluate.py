@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pragjax import paths
 from pragjax.eval import win_rate as win_rate_lib
 from pragjax.eval.judges import Judge
 from pragjax.eval.tables import markdown_table
@@ -99,6 +100,6 @@ def plot(rows: Sequence[dict], path: str, title: str = "SAMI") -> str:
     ax.set_xticks(it)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  paths.save_figure(fig, path, dpi=110)
   plt.close(fig)
   return path
