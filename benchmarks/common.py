@@ -97,6 +97,28 @@ def build_pair(cfg, attn_implementations: Sequence[str] = ("sdpa", "eager"), see
   return model, peers
 
 
+MODEL_HELP = ("'' = the bench config with random weights; else a model path, a .gguf file or "
+              "builtin:smollm2-135m-instruct (its weights, dequantized, and its config) on both sides")
+
+
+def model_pair(spec: str, cfg, attn_implementations: Sequence[str] = ("sdpa", "eager"),
+               torch_threads: int = TORCH_THREADS, dtype: str = "float32"):
+  """`(pragjax_model, cfg, {impl: torch_model})`: the bench `cfg` with random weights when `spec` is empty,
+  else the model `spec` names (HF directory, GGUF file or `builtin:NAME`, loaded in `dtype`) with the same
+  weights handed to transformers through an HF export."""
+  if not spec:
+    model, peers = build_pair(cfg, attn_implementations, torch_threads=torch_threads)
+    return model, cfg, peers
+  from pragjax.models import save_hf
+  from pragjax.train import runner
+
+  loaded = runner.load_model(dict(path=spec, dtype=dtype, param_dtype=dtype))
+  with tempfile.TemporaryDirectory(prefix="pragjax_bench_") as d:
+    save_hf(loaded.model, loaded.config, d)
+    peers = {impl: load_torch(d, impl, dtype, torch_threads) for impl in attn_implementations}
+  return loaded.model, loaded.config, peers
+
+
 def jit_forward(model):
   """`f(state, ids, mask) -> logits`, jitted on split NNX state."""
   from flax import nnx

@@ -20,11 +20,12 @@ import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
 import jax
 import numpy as np
 from common import (
+  MODEL_HELP,
   bench_config,
-  build_pair,
   load_snapshot,
   machine_info,
   markdown_table,
+  model_pair,
   paired_timings,
   speedups,
   summary,
@@ -45,6 +46,7 @@ def parse_args(argv=None):
   p.add_argument("--attn", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
   p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
   p.add_argument("--target", type=float, default=3.0)
+  p.add_argument("--model", default="", help=MODEL_HELP)
   p.add_argument("--quick", action="store_true", help="smoke test: B=2, P=8, N=16, 2 repeats")
   p.add_argument("--out", default=None, help="write results JSON here")
   args = p.parse_args(argv)
@@ -93,7 +95,7 @@ def compare_tokens(a: np.ndarray, b: np.ndarray) -> dict:
 def main(argv=None):
   args = parse_args(argv)
   cfg = bench_config(dtype=args.dtype, intermediate=args.intermediate)
-  model, peers = build_pair(cfg, args.attn, torch_threads=args.torch_threads)
+  model, cfg, peers = model_pair(args.model, cfg, args.attn, torch_threads=args.torch_threads, dtype=args.dtype)
   rng = np.random.default_rng(0)
   ids = rng.integers(0, cfg.vocab_size, size=(args.batch, args.prompt_len), dtype=np.int32)
   mask = np.ones_like(ids)
@@ -120,7 +122,8 @@ def main(argv=None):
   info = machine_info()
   print(f"# generation  ({info['date']}, {info['processor']}, {info['cpu_count']} cores,"
         f" jax {info['jax']} {info['jax_backend']}, torch {info['torch']} x{info['torch_threads']} threads)")
-  print(f"config: llama D={cfg.hidden_size} L={cfg.num_hidden_layers} I={cfg.intermediate_size}"
+  print(f"config: {args.model or 'bench'} ({cfg.model_type}) D={cfg.hidden_size} L={cfg.num_hidden_layers}"
+        f" I={cfg.intermediate_size}"
         f" V={cfg.vocab_size} dtype={cfg.dtype}; greedy, B={b}, prompt {args.prompt_len},"
         f" {n} new tokens; warmup {args.warmup}, median of {args.repeats}\n")
   rows = []

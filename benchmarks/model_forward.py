@@ -19,12 +19,13 @@ import common  # noqa: F401  (sets sys.path and JAX_PLATFORMS first)
 import jax
 import numpy as np
 from common import (
+  MODEL_HELP,
   bench_config,
-  build_pair,
   jit_forward,
   load_snapshot,
   machine_info,
   markdown_table,
+  model_pair,
   paired_timings,
   speedups,
   summary,
@@ -44,6 +45,7 @@ def parse_args(argv=None):
   p.add_argument("--attn", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
   p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
   p.add_argument("--target", type=float, default=1.5)
+  p.add_argument("--model", default="", help=MODEL_HELP)
   p.add_argument("--quick", action="store_true", help="smoke test: 2x64, 1 warmup, 3 repeats")
   p.add_argument("--out", default=None, help="write results JSON here")
   args = p.parse_args(argv)
@@ -93,12 +95,13 @@ def bench_shape(f, st, peers, batch, seq, cfg, args) -> dict:
 def main(argv=None):
   args = parse_args(argv)
   cfg = bench_config(dtype=args.dtype, intermediate=args.intermediate)
-  model, peers = build_pair(cfg, args.attn, torch_threads=args.torch_threads)
+  model, cfg, peers = model_pair(args.model, cfg, args.attn, torch_threads=args.torch_threads, dtype=args.dtype)
   f, st = jit_forward(model)
   info = machine_info()
   print(f"# model_forward  ({info['date']}, {info['processor']}, {info['cpu_count']} cores,"
         f" jax {info['jax']} {info['jax_backend']}, torch {info['torch']} x{info['torch_threads']} threads)")
-  print(f"config: llama D={cfg.hidden_size} L={cfg.num_hidden_layers} heads={cfg.num_attention_heads}/"
+  print(f"config: {args.model or 'bench'} ({cfg.model_type}) D={cfg.hidden_size} L={cfg.num_hidden_layers}"
+        f" heads={cfg.num_attention_heads}/"
         f"{cfg.num_key_value_heads} head_dim={cfg.head_dim} I={cfg.intermediate_size} V={cfg.vocab_size}"
         f" dtype={cfg.dtype}; warmup {args.warmup}, median of {args.repeats}\n")
   before = load_snapshot()

@@ -48,11 +48,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import (
+  MODEL_HELP,
   bench_config,
-  build_pair,
   load_snapshot,
   machine_info,
   markdown_table,
+  model_pair,
   paired_timings,
   speedups,
   summary,
@@ -88,6 +89,7 @@ def parse_args(argv=None):
   p.add_argument("--gpu-attn", choices=["xla", "cudnn"], default="cudnn",
                  help="attention kernel of the 1B run (falls back to xla if cudnn fails)")
   p.add_argument("--gpu-repeats", type=int, default=10)
+  p.add_argument("--model", default="", help=MODEL_HELP)
   p.add_argument("--quick", action="store_true", help="smoke test: 2x64, sdpa only, 1 warmup, 3 repeats")
   p.add_argument("--out", default=None, help="write results JSON here")
   args = p.parse_args(argv)
@@ -186,7 +188,7 @@ def bench_cpu(args) -> dict:
   from pragjax.train.flops import measured_matmul_peak, train_flops_per_token
 
   cfg = bench_config(dtype="float32", intermediate=args.intermediate)
-  model, peers = build_pair(cfg, args.attn)
+  model, cfg, peers = model_pair(args.model, cfg, args.attn)
   set_torch_threads(args.torch_threads)  # load_torch sets the default
   batch = make_batch(args.batch, args.seq, cfg.vocab_size)
   runners = {f"pragjax-{v}": pragjax_runner(model, batch, lean=v == "lean", lr=args.lr,
@@ -284,7 +286,7 @@ def print_header(info: dict, r: dict, args) -> None:
   print(f"# train_step  ({info['date']}, {info['processor']}, {info['cpu_count']} cores,"
         f" {len(info['cores_used'])} used,"
         f" jax {info['jax']} {info['jax_backend']}, torch {info['torch']} x{info['torch_threads']} threads)")
-  print(f"config: llama D={c['hidden_size']} L={c['num_hidden_layers']} heads={c['num_attention_heads']}/"
+  print(f"config: {args.model or 'bench'} D={c['hidden_size']} L={c['num_hidden_layers']} heads={c['num_attention_heads']}/"
         f"{c['num_key_value_heads']} head_dim={c['head_dim']} I={c['intermediate_size']} V={c['vocab_size']}"
         f" {c['dtype']}; B x T = {r['batch']} x {r['seq']}; AdamW lr {args.lr}, torch AdamW"
         f" '{args.torch_adamw}'; warmup {args.warmup}, median of {args.repeats}\n")
