@@ -28,7 +28,7 @@ MATH = ["math-verify==0.9.0", "latex2sympy2_extended==1.11.0", "antlr4-python3-r
 PROBES_REF = ["cvxopt==1.3.3"]  # reference QP solver for the probes' SVM tests
 BENCH = ["sawmil==0.2.1", "osqp==1.1.3", "scikit-learn==1.9.1"]  # the sAwMIL authors' package (benchmarks/sawmil_fit.py)
 TRL = ["trl==1.16.0", "datasets==5.2.0"]  # the DPO parity test against trl.DPOTrainer
-TEST = ["pytest==9.0.3", "ruff==0.17.6", "hypothesis==6.155.2", "scipy==1.17.1"] + HF + TFDS + MATH + PROBES_REF + TRL
+TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "execnet==2.1.2", "ruff==0.17.6", "hypothesis==6.155.2", "scipy==1.17.1"] + HF + TFDS + MATH + PROBES_REF + TRL
 
 setup(
     name="pragjax",
