@@ -13,7 +13,7 @@ Variants:
             --config.model.path, --config.data.train_path and --config.data.eval_path.
 
 Fields beyond common.py (those marked "auto" take the algorithm's value when left at "" / -1):
-  rl.algorithm           grpo | dr_grpo | dapo | rloo (the presets: pragjax/methods/rl/recipe.py)
+  rl.algorithm           grpo | dr_grpo | dapo | rloo | relift (the presets: pragjax/methods/rl/recipe.py)
   rl.rollouts            rollouts in the run; train.steps = rollouts x epochs_per_rollout x minibatches
   rl.group_size          G responses per prompt
   rl.prompts_per_rollout prompts per rollout (rows = prompts x G)
@@ -29,6 +29,9 @@ Fields beyond common.py (those marked "auto" take the algorithm's value when lef
   rl.filter_equal        auto | drop groups whose rewards are all equal and sample more prompts (DAPO)
   rl.accuracy_min, rl.accuracy_max  keep groups whose mean correctness lies in [min, max] (PRIME: 0.2, 0.8;
                          0, 1 = off)
+  rl.sft_batch           auto (-1) | 0 = off | B: ReLIFT's demonstration steps, one NLL step whenever B prompts whose
+                         G responses all failed wait with their reference solution (auto: rl.prompts_per_rollout
+                         for relift, else 0); the step counts in train.steps
   rl.max_draws           sampling draws per rollout when filters drop groups (then dropped groups fill up)
   rl.sample_batch_size   prompts per generate call (0 = a whole draw at once)
   rl.step_weight         toy: reward + step_weight x the share of steps before the first wrong one
@@ -43,7 +46,8 @@ Fields beyond common.py (those marked "auto" take the algorithm's value when lef
   eval.batch_size        held-out prompts per generate call
   train.eval_every       steps between held-out evaluations (the learning curve; 0 = only at the end)
   train.checkpoint_every must be a multiple of the steps of one rollout
-  data.train_path, data.eval_path  {prompt, answer} JSONL (real data; empty = the toy world)
+  data.train_path, data.eval_path  {prompt, answer} JSONL (real data; empty = the toy world); an optional
+                         "solution" field is the reference solution ReLIFT fine-tunes on
 """
 
 from ml_collections import ConfigDict
@@ -58,7 +62,7 @@ def get_config(arg: str = "toy") -> ConfigDict:
       max_new_tokens=64, temperature=1.0, top_p=1.0, scale="", baseline="", normalize="", clip_low=-1.0,
       clip_high=-1.0, kl_coef=-1.0, filter_equal="", accuracy_min=0.0, accuracy_max=1.0, max_draws=4,
       sample_batch_size=0, step_weight=0.0, format_penalty=0.0, plot=True, prm_eval_problems=0,
-      prm_eval_samples=8, prm_beta=0.05))
+      prm_eval_samples=8, prm_beta=0.05, sft_batch=-1))
   c.world = ConfigDict(dict(prompts=4096, eval_problems=256))
   c.eval = ConfigDict(dict(batch_size=128))
   # The toy's prompt + solution is at most 91 tokens with BOS and EOS; responses are capped at 64 new tokens.

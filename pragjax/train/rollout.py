@@ -35,6 +35,21 @@ float32 (`correct` -1 where `reward_fn` gives none); `on_policy [n]` float32, 1 
 parameters are still those that sampled (a loss then takes the old log-probs
 equal to its own, so the ratio is exactly 1), else 0.
 
+Demonstrations (ReLIFT): with `demonstration_fn(record) -> str | None` and
+`sft_batch = B > 0`, every prompt of a rollout whose G responses all fail
+(`correct`, else `reward`, <= 0 for each) and that has a demonstration goes,
+with it, into a buffer (rollouts' order, prompts' order). Whenever a rollout
+has been served in full and the buffer holds B items, the next batch is one
+fine-tuning batch of the B oldest items (prompt + demonstration + EOS, the
+demonstration and EOS as targets), padded with empty rows (`loss_mask` 0) to
+the minibatch's row count, so the one compiled step serves it; then RL
+continues. With a buffer every batch carries `sft [n]` float32 (1 on the rows
+of a fine-tuning batch, else 0), and such a batch has `advantages` 0 and
+`on_policy` 1. A fine-tuning batch takes one optimizer step out of the run's
+budget (`train.steps`), so a ReLIFT run of S steps samples fewer rollouts than
+an RL run of S steps; `metrics()` counts `sft/steps`, `sft/buffered` and
+`sft/demonstrations` (items trained on).
+
 Processes: every process runs the same rollout (same prompts, same rng, the
 sampled tokens fetched to every host) and takes its contiguous share of each
 minibatch's rows, so the concatenation over processes is the one-process
@@ -58,10 +73,11 @@ from pragjax.data.errors import DataError
 from pragjax.eval import batching
 from pragjax.models import generate
 
-__all__ = ["RolloutSource", "ROW_KEYS"]
+__all__ = ["RolloutSource", "ROW_KEYS", "SFT_KEY"]
 
 ROW_KEYS = ("input_ids", "attention_mask", "loss_mask", "old_logp", "advantages", "reward", "correct",
             "response_length")
+SFT_KEY = "sft"
 _INT_KEYS = ("input_ids", "attention_mask", "loss_mask")
 
 
@@ -97,6 +113,8 @@ class RolloutSource:
     filter_equal, accuracy_range, max_draws: group filters (module docstring).
     sample_batch_size: prompts per `generate` call (0 = all of a draw at once).
     seed, shuffle: the prompt stream and the sampling rng.
+    demonstration_fn, sft_batch: ReLIFT's fine-tuning on the demonstrations of
+      prompts that every response failed (module docstring); `sft_batch` 0 = off.
     process_index, process_count: default JAX's.
   """
 
@@ -106,13 +124,14 @@ class RolloutSource:
                top_k: int | None = None, epochs_per_rollout: int = 1, minibatches: int = 1,
                filter_equal: bool = False, accuracy_range: tuple[float, float] | None = None, max_draws: int = 4,
                sample_batch_size: int = 0, seed: int = 0, shuffle: bool = True, prompt_key: str = "prompt",
+               demonstration_fn: Callable[[Mapping], str | None] | None = None, sft_batch: int = 0,
                process_index: int | None = None, process_count: int | None = None):
     self._pi = jax.process_index() if process_index is None else int(process_index)
     self._pc = jax.process_count() if process_count is None else int(process_count)
     for name, value, low in (("group_size", group_size, 1), ("prompts_per_rollout", prompts_per_rollout, 1),
                              ("max_new_tokens", max_new_tokens, 1), ("epochs_per_rollout", epochs_per_rollout, 1),
                              ("minibatches", minibatches, 1), ("max_draws", max_draws, 1),
-                             ("sample_batch_size", sample_batch_size, 0)):
+                             ("sample_batch_size", sample_batch_size, 0), ("sft_batch", sft_batch, 0)):
       if int(value) < low:
         raise DataError(f"rollout: {name} must be >= {low}, got {value}")
     if not prompts:
@@ -121,6 +140,11 @@ class RolloutSource:
     if rows % int(minibatches) or (rows // int(minibatches)) % self._pc:
       raise DataError(f"rollout: {prompts_per_rollout} prompts x {group_size} responses = {rows} rows must split "
                       f"into {minibatches} minibatches of a multiple of the process count {self._pc}")
+    if int(sft_batch) and demonstration_fn is None:
+      raise DataError("rollout: sft_batch > 0 needs a demonstration_fn (the reference solution of a prompt)")
+    if int(sft_batch) > rows // int(minibatches):
+      raise DataError(f"rollout: sft_batch={sft_batch} exceeds the {rows // int(minibatches)} rows of a minibatch, "
+                      f"the shape one fine-tuning batch is served in")
     if seq_len <= max_new_tokens:
       raise DataError(f"rollout: seq_len={seq_len} leaves no room for a prompt before max_new_tokens="
                       f"{max_new_tokens}")
@@ -141,6 +165,10 @@ class RolloutSource:
     self._served = 0  # steps served from the current rollout
     self._stats: dict[str, float] = {}
     self._order_cache: tuple[int, np.ndarray] | None = None
+    self._demo_fn, self._sft_batch = demonstration_fn, int(sft_batch)
+    self._buffer: list[int] = []  # prompt indices of failed groups with a demonstration, oldest first
+    self._sft_steps = 0
+    self._sft_items = 0
 
   @property
   def steps_per_rollout(self) -> int:
@@ -249,13 +277,17 @@ class RolloutSource:
       scores = self._score(indices, tokens, lengths)
       for j, ids in enumerate(prompt_ids):
         s = slice(j * self._g, (j + 1) * self._g)
-        group = (ids, tokens[s], logps[s], lengths[s], scores[s])
+        group = (ids, tokens[s], logps[s], lengths[s], scores[s], indices[j])
         (kept if self._keep_group(group[4]) else dropped).append(group)
+        if self._sft_batch and all(x.get("correct", x["reward"]) <= 0 for x in group[4]) \
+            and self._demonstration(indices[j]) is not None:
+          self._buffer.append(int(indices[j]))
       if not (self._filter_equal or self._accuracy_range is not None):
         break
     sample_s = time.perf_counter() - t0
     groups = kept + dropped[:self._p - len(kept)]
     all_scores = [s for g in dropped + kept for s in g[4]]
+
     self._rows = self._layout(groups)
     self._served = 0
     n = self._g * self._p
@@ -270,6 +302,47 @@ class RolloutSource:
     }
     if all("correct" in s for s in all_scores):
       self._stats["rollout/accuracy"] = float(np.mean([s["correct"] for s in all_scores]))
+    if self._sft_batch:
+      self._stats.update(self._sft_stats())
+
+  # Demonstrations (ReLIFT).
+  def _demonstration(self, index: int) -> str | None:
+    text = self._demo_fn(self._prompts[index])
+    if text is not None and not isinstance(text, str):
+      raise DataError(f"rollout prompt {index}: demonstration_fn returned {type(text).__name__}, expected str or None")
+    return text or None
+
+  def _sft_stats(self) -> dict[str, float]:
+    return {"sft/steps": float(self._sft_steps), "sft/buffered": float(len(self._buffer)),
+            "sft/demonstrations": float(self._sft_items)}
+
+  def _sft_rows(self) -> dict[str, np.ndarray]:
+    """One fine-tuning batch (all processes' rows): the `sft_batch` oldest buffered prompts with their
+    demonstrations, padded with empty rows to a minibatch."""
+    size = self._g * self._p // self._minibatches
+    take, self._buffer = self._buffer[:self._sft_batch], self._buffer[self._sft_batch:]
+    out = {k: np.zeros((size, self._t), np.int32) for k in _INT_KEYS}
+    out["input_ids"][:] = self._tok.pad_token_id or 0
+    out["old_logp"] = np.zeros((size, self._t), np.float32)
+    for k in ("advantages", "reward", "correct", "response_length"):
+      out[k] = np.zeros((size,), np.float32)
+    for r, index in enumerate(take):
+      prompt = self._encode_prompt(index)
+      demo = list(self._tok.encode(self._demonstration(index), add_special_tokens=False)) + [self._tok.eos_token_id]
+      if len(prompt) + len(demo) > self._t:
+        raise DataError(f"rollout prompt {index}: prompt ({len(prompt)} tokens) + demonstration ({len(demo)} tokens, "
+                        f"EOS included) exceed seq_len={self._t}")
+      n = len(prompt) + len(demo)
+      out["input_ids"][r, :n] = prompt + demo
+      out["attention_mask"][r, :n] = 1
+      out["loss_mask"][r, len(prompt):n] = 1
+      out["response_length"][r] = len(demo)
+      out["correct"][r] = -1.0
+    out[SFT_KEY] = np.zeros((size,), np.float32)
+    out[SFT_KEY][:len(take)] = 1.0
+    self._sft_steps += 1
+    self._sft_items += len(take)
+    return out
 
   def _layout(self, groups) -> dict[str, np.ndarray]:
     n = self._g * len(groups)
@@ -280,7 +353,7 @@ class RolloutSource:
     pad = self._tok.pad_token_id or 0
     out["input_ids"][:] = pad
     rewards = []
-    for gi, (ids, tokens, logps, lengths, scores) in enumerate(groups):
+    for gi, (ids, tokens, logps, lengths, scores, _) in enumerate(groups):
       for j in range(self._g):
         r = gi * self._g + j
         length = int(lengths[j])
@@ -302,6 +375,13 @@ class RolloutSource:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
+    if self._rows is None and self._sft_batch and len(self._buffer) >= self._sft_batch:
+      rows = self._sft_rows()
+      local = len(rows["reward"]) // self._pc
+      batch = {k: v[self._pi * local:(self._pi + 1) * local] for k, v in rows.items()}
+      batch["on_policy"] = np.ones((local,), np.float32)
+      self._stats.update(self._sft_stats())
+      return batch
     if self._rows is None:
       self._rollout()
     epoch, mb = divmod(self._served, self._minibatches)
@@ -314,6 +394,8 @@ class RolloutSource:
     rows = rows[self._pi * local:(self._pi + 1) * local]
     batch = {k: v[rows] for k, v in self._rows.items()}
     batch["on_policy"] = np.full((len(rows),), 1.0 if self._served == 0 else 0.0, np.float32)
+    if self._sft_batch:
+      batch[SFT_KEY] = np.zeros((len(rows),), np.float32)
     self._served += 1
     if self._served == self.steps_per_rollout:
       self._rows = None
@@ -321,7 +403,8 @@ class RolloutSource:
 
   def get_state(self) -> dict[str, Any]:
     state: dict[str, Any] = {"position": self._position, "rollouts": self._rollouts, "served": self._served,
-                             "num_prompts": len(self._prompts), "seed": self._seed, "stats": self._stats}
+                             "num_prompts": len(self._prompts), "seed": self._seed, "stats": self._stats,
+                             "sft": {"buffer": list(self._buffer), "steps": self._sft_steps, "items": self._sft_items}}
     if self._rows is not None:
       state["rows"] = {k: v.tolist() for k, v in self._rows.items()}
     return state
@@ -333,6 +416,9 @@ class RolloutSource:
     self._position, self._rollouts = int(state["position"]), int(state["rollouts"])
     self._served = int(state["served"])
     self._stats = dict(state.get("stats", {}))
+    sft = state.get("sft", {})
+    self._buffer = [int(i) for i in sft.get("buffer", [])]
+    self._sft_steps, self._sft_items = int(sft.get("steps", 0)), int(sft.get("items", 0))
     rows = state.get("rows")
     self._rows = None if rows is None else {
         k: np.asarray(v, np.int32 if k in _INT_KEYS else np.float32) for k, v in rows.items()}

@@ -10,6 +10,11 @@ clipped objective is REINFORCE with the advantage; then
 `pragjax.objectives.rl.policy_gradient_loss`. With `kl_coef > 0` the frozen
 reference's log-probs come from `make_ref_fn` inside the step.
 
+A batch with an `sft` row flag (ReLIFT's rollout source) whose rows are
+fine-tuning rows (any flag 1) takes the token-mean NLL of its targets
+instead, `-sum_t m_t logp_t / sum_t m_t` (no clip, no KL): the demonstration
+step; the metric `sft_step` is 1 on such a step.
+
 Metrics: the loss's (clip fraction, KL, ratio, ...) and the rows' mean
 reward, accuracy and response length.
 """
@@ -22,6 +27,7 @@ from flax import nnx
 
 from pragjax.models.logprobs import batch_token_logprobs
 from pragjax.objectives.rl import policy_gradient_loss
+from pragjax.train.rollout import SFT_KEY
 
 __all__ = ["REF_KEY", "make_ref_fn", "make_pg_loss_fn"]
 
@@ -53,6 +59,12 @@ def make_pg_loss_fn(graphdef: nnx.GraphDef, *, clip_low: float = 0.2, clip_high:
     loss, metrics = policy_gradient_loss(logp, old, batch["advantages"], mask, ref_logp=ref, clip_low=clip_low,
                                          clip_high=clip_high, kl_coef=kl_coef, normalize=normalize, max_len=max_len)
     metrics = dict(metrics)
+    if SFT_KEY in batch:
+      is_sft = jnp.max(jnp.asarray(batch[SFT_KEY], jnp.float32)) > 0
+      m = mask.astype(jnp.float32)
+      nll = -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
+      loss = jnp.where(is_sft, nll, loss)
+      metrics["sft_step"] = is_sft.astype(jnp.float32)
     correct = jnp.asarray(batch["correct"], jnp.float32)
     known = correct >= 0
     metrics.update(

@@ -21,6 +21,16 @@ preset fills the fields left at their "auto" value):
 | dr_grpo | r - mean | constant (max_new_tokens) | 0.2, 0.2 | rl.kl_coef | all |
 | dapo | (r - mean) / (std + eps) | token | 0.2, 0.28 | 0 | all-equal groups dropped and refilled |
 | rloo | r - mean of the others | constant (max_new_tokens) | 0.2, 0.2 | rl.kl_coef | all |
+| relift | as grpo | sequence | 0.2, 0.2 | rl.kl_coef | all; plus demonstration steps |
+
+ReLIFT is GRPO plus fine-tuning on demonstrations: every prompt whose G
+responses all fail goes, with its reference solution (toy: the world's gold
+solution; JSONL: the record's `solution` field), into a buffer, and whenever
+it holds `rl.sft_batch` prompts (auto: `rl.prompts_per_rollout`) one NLL step
+on them runs between two rollouts (`pragjax.train.rollout`). Those steps count
+in `train.steps`, which stays `rl.rollouts x steps per rollout`: a ReLIFT run
+trains as many optimizer steps as the GRPO run of the same config and samples
+one rollout fewer per demonstration step.
 
 RLOO is REINFORCE on the sequence log-prob; with one step per rollout the
 ratio is 1 and its loss is `-mean_i A_i sum_t logp_it / max_new_tokens`,
@@ -50,7 +60,7 @@ from pragjax.train import runner
 from pragjax.train.method import Method
 from pragjax.train.rollout import RolloutSource
 
-__all__ = ["ALGORITHMS", "resolve", "method", "load_prompts", "num_steps", "run", "print_summary"]
+__all__ = ["ALGORITHMS", "resolve", "method", "demonstration", "load_prompts", "num_steps", "run", "print_summary"]
 
 ALGORITHMS = {
     "grpo": dict(scale="std", baseline="mean", normalize="sequence", clip_low=0.2, clip_high=0.2, filter_equal=False),
@@ -60,6 +70,8 @@ ALGORITHMS = {
                  kl_coef=0.0),
     "rloo": dict(scale="none", baseline="leave_one_out", normalize="constant", clip_low=0.2, clip_high=0.2,
                  filter_equal=False),
+    "relift": dict(scale="std", baseline="mean", normalize="sequence", clip_low=0.2, clip_high=0.2,
+                   filter_equal=False),
 }
 AUTO = ("", None, -1, -1.0, "auto")
 
@@ -80,6 +92,10 @@ def resolve(rc) -> dict[str, Any]:
     raise ValueError(f"rl.algorithm=dapo has no KL term; got rl.kl_coef={out['kl_coef']}")
   if out["baseline"] == "leave_one_out" and int(rc.group_size) < 2:
     raise ValueError("rl.baseline=leave_one_out (RLOO) needs rl.group_size >= 2")
+  sft = int(rc.get("sft_batch", -1))
+  out["sft_batch"] = (int(rc.prompts_per_rollout) if rc.algorithm == "relift" else 0) if sft == -1 else sft
+  if out["sft_batch"] < 0:
+    raise ValueError(f"rl.sft_batch must be >= 0 (or -1 = auto), got {sft}")
   lo, hi = float(rc.accuracy_min), float(rc.accuracy_max)
   out["accuracy_range"] = None if (lo, hi) == (0.0, 1.0) else (lo, hi)
   return out
@@ -127,7 +143,12 @@ def _read_prompts(path: str) -> list[dict]:
         raise DataError(f"{path}, line {line_no}: missing field {field!r} (expected {{prompt, answer}})")
     if not isinstance(record["prompt"], str) or not record["prompt"]:
       raise DataError(f"{path}, line {line_no}, field 'prompt': expected a non-empty string")
-    out.append({"prompt": record["prompt"], "answer": str(record["answer"])})
+    row = {"prompt": record["prompt"], "answer": str(record["answer"])}
+    if "solution" in record:
+      if not isinstance(record["solution"], str):
+        raise DataError(f"{path}, line {line_no}, field 'solution': expected a string (the reference solution)")
+      row["solution"] = record["solution"]
+    out.append(row)
   if not out:
     raise DataError(f"{path}: no prompts")
   return out
@@ -148,13 +169,21 @@ def method(config, prompts: Sequence[Mapping], reward_fn, *, evaluators: Sequenc
         top_p=float(rc.top_p) if 0.0 < float(rc.top_p) < 1.0 else None,
         epochs_per_rollout=int(rc.epochs_per_rollout), minibatches=int(rc.minibatches),
         filter_equal=bool(s["filter_equal"]), accuracy_range=s["accuracy_range"], max_draws=int(rc.max_draws),
-        sample_batch_size=int(rc.sample_batch_size), seed=config.seed, shuffle=config.data.shuffle)
+        sample_batch_size=int(rc.sample_batch_size), seed=config.seed, shuffle=config.data.shuffle,
+        demonstration_fn=demonstration if s["sft_batch"] else None, sft_batch=int(s["sft_batch"]))
 
   kl = float(s["kl_coef"])
   loss = functools.partial(make_pg_loss_fn, clip_low=float(s["clip_low"]), clip_high=float(s["clip_high"]),
                            kl_coef=kl, normalize=s["normalize"], max_len=int(rc.max_new_tokens))
   return Method(name=f"rl:{rc.algorithm}", loss=loss, data=make_data, reference=make_ref_fn if kl else None,
                 evaluators=tuple(evaluators), flops_factor=4 / 3 if kl else 1.0)
+
+
+def demonstration(record: Mapping) -> str | None:
+  """A prompt record's reference solution: the arithmetic world's gold solution, or a JSONL record's `solution`."""
+  if "problem" in record:
+    return record["problem"].solution
+  return record.get("solution")
 
 
 def _advantages(rewards: np.ndarray, *, group_size: int, scale: str, baseline: str) -> np.ndarray:
@@ -168,7 +197,7 @@ def _advantages(rewards: np.ndarray, *, group_size: int, scale: str, baseline: s
 
 def check_config(config) -> None:
   rc, tc = config.rl, config.train
-  resolve(rc)
+  s = resolve(rc)
   for name in ("rollouts", "group_size", "prompts_per_rollout", "epochs_per_rollout", "minibatches",
                "max_new_tokens", "max_draws"):
     if int(rc[name]) < 1:
@@ -180,6 +209,9 @@ def check_config(config) -> None:
   if int(tc.batch_size) != rows // int(rc.minibatches):
     raise ValueError(f"train.batch_size={tc.batch_size} must equal the minibatch size {rows // int(rc.minibatches)} "
                      f"(rl.prompts_per_rollout x rl.group_size / rl.minibatches); leave it at 0 to derive it")
+  if s["sft_batch"] > int(tc.batch_size):
+    raise ValueError(f"rl.sft_batch={s['sft_batch']} exceeds train.batch_size={tc.batch_size}, the rows of the one "
+                     f"compiled step a demonstration batch is served in")
   per = int(rc.epochs_per_rollout) * int(rc.minibatches)
   if int(tc.checkpoint_every) % per:
     raise ValueError(f"train.checkpoint_every={tc.checkpoint_every} must be a multiple of the {per} steps of one "
@@ -239,6 +271,9 @@ def run(config, workdir: str, log=print) -> tuple[Any, runner.LoadedModel, dict]
 def _run(config, workdir: str, mesh, log):
   rc = config.rl
   train, heldout, reward_fn = load_prompts(config)
+  if settings_sft(rc) and not any(demonstration(r) for r in train):
+    raise DataError(f"rl.sft_batch={settings_sft(rc)} (ReLIFT) needs reference solutions, and no record of "
+                    f"{config.data.train_path} has a 'solution' field")
   base = runner.load_model(dict(config.model), mesh)
   settings = resolve(rc)
   report: dict[str, Any] = {"algorithm": rc.algorithm, "settings": {k: v for k, v in settings.items()},
@@ -293,6 +328,10 @@ def _run(config, workdir: str, mesh, log):
   return result, trained, report
 
 
+def settings_sft(rc) -> int:
+  return int(resolve(rc)["sft_batch"])
+
+
 def print_summary(out, config, workdir: str) -> None:
   """What `python -m experiments.rl` prints at the end of a run."""
   result, _, report = out
@@ -316,5 +355,8 @@ def print_summary(out, config, workdir: str) -> None:
         print(f"  {mode}: first-error F1 {fe['prm']['f1']:.3f} (random direction of the same norm {ctrl:.3f}, "
               f"best constant {fe['constant']:.3f}, outcome-aware baseline {fe['outcome_baseline']['f1']:.3f}; "
               f"{fe['cases']} test cases)")
+    if "sft/steps" in m:
+      print(f"\ndemonstration steps (ReLIFT): {int(m['sft/steps'])}, on {int(m['sft/demonstrations'])} prompts "
+            f"whose every response failed ({int(m['sft/buffered'])} still buffered)")
     print(f"\n{a['n']} held-out problems; last rollouts: reward {m.get('rollout/reward', float('nan')):.3f}, "
           f"KL {m.get('kl', 0.0):.4f}, clip fraction {m.get('clip_fraction', 0.0):.3f}")
