@@ -43,7 +43,7 @@ def parse_args(argv=None):
   p.add_argument("--steps", type=int, default=5, help="steps traced (after 3 warm-up steps)")
   p.add_argument("--top", type=int, default=15)
   p.add_argument("--full", action="store_true", help="profile the full-logits loss instead of the lean one")
-  p.add_argument("--chunk-size", type=int, default=2048)
+  p.add_argument("--chunk-size", type=int, default=128, help="lean log-prob chunk (positions), as train_step.py")
   p.add_argument("--model", default="", help=MODEL_HELP)
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", default=None)
